@@ -1,0 +1,42 @@
+"""Conversion of foreign checkpoints (timm, transformers, the papers' official releases) into our models.
+
+Each family's converter module registers itself here; the three entry points dispatch on what they are given.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+# (predicate on the source model, converter) pairs, filled by the family modules imported below.
+TIMM_CONVERTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Module]]] = []
+TRANSFORMERS_CONVERTERS: dict[str, Callable[[nn.Module], nn.Module]] = {}  # transformers model_type -> converter
+OFFICIAL_LOADERS: dict[str, Callable[..., nn.Module]] = {}  # preset-name prefix -> loader
+
+
+def from_timm(model: nn.Module) -> nn.Module:
+    """Our model with the same weights and matching config as a timm model."""
+    for accepts, convert in TIMM_CONVERTERS:
+        if accepts(model):
+            return convert(model)
+    raise ValueError(f"no converter for timm model {type(model).__name__}")
+
+
+def from_transformers(model: nn.Module) -> nn.Module:
+    """Our model with the same weights and matching config as a transformers model."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in TRANSFORMERS_CONVERTERS:
+        raise ValueError(
+            f"no converter for transformers model_type={model_type!r}; supported: {', '.join(sorted(TRANSFORMERS_CONVERTERS))}"
+        )
+    return TRANSFORMERS_CONVERTERS[model_type](model)
+
+
+def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
+    """Read a paper's released checkpoint file for the preset `name` (e.g. Google's ViT `.npz`)."""
+    for prefix, loader in sorted(OFFICIAL_LOADERS.items(), key=lambda kv: -len(kv[0])):
+        if name.startswith(prefix):
+            return loader(path, name, **overrides)
+    raise ValueError(f"no official-checkpoint loader for {name!r}; supported prefixes: {', '.join(sorted(OFFICIAL_LOADERS))}")

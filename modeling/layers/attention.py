@@ -1,0 +1,71 @@
+"""Multi-head self-attention shared by every family.
+
+ViT, the hybrid and both halves of MAE call it on whole token sequences; Swin calls it on windows folded
+into the batch axis and passes its relative-position bias (plus the shift mask) as `attn_bias`.
+Dispatch goes through transformers' attention interface so `attn_implementation` works as users expect;
+asking for the weights always takes the eager path, because fused kernels never materialise them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+
+def eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, heads, N, d) x3 -> output (B, N, heads, d) and weights (B, heads, N, N), transformers' contract."""
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query * scaling, key.transpose(-2, -1))
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    # (B, heads, N, d) -> (B, N, heads, d)
+    return torch.matmul(weights, value).transpose(1, 2), weights
+
+
+class Attention(nn.Module):
+    """(B, N, dim) -> (B, N, dim), plus the attention weights when asked for them."""
+
+    is_causal = False  # read by transformers' sdpa wrapper: vision attention is bidirectional
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_bias: torch.Tensor | None = None,
+        *,
+        attn_implementation: str = "sdpa",
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, n, c = x.shape
+        # (B, N, 3*C) -> (3, B, heads, N, head_dim)
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        impl = "eager" if output_attentions else (attn_implementation or "sdpa")
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)
+        out, weights = attention(
+            self, q, k, v, attn_bias, scaling=self.scaling, dropout=self.attn_drop if self.training else 0.0
+        )
+        # (B, N, heads, head_dim) -> (B, N, C)
+        out = self.proj_drop(self.proj(out.reshape(b, n, c)))
+        return out, (weights if output_attentions else None)

@@ -1,0 +1,144 @@
+"""What every model class must do, run on a tiny configuration of each (see cases.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from .cases import CASES, Case
+
+
+def _build(case: Case, **overrides):
+    torch.manual_seed(0)
+    return case.model_cls(case.make_config(**overrides))
+
+
+def _inputs(case: Case, config, batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    inputs = {"pixel_values": torch.randn(batch, config.num_channels, *case.image_size, generator=gen)}
+    inputs.update(case.make_inputs(config, batch, gen))
+    if case.labels:
+        inputs["labels"] = torch.randint(0, config.num_labels, (batch,), generator=gen)
+    return inputs
+
+
+def _batched_tensors(output, batch: int) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == batch}
+
+
+def _assert_outputs_close(a, b, batch: int, atol: float = 1e-5) -> None:
+    ta, tb = _batched_tensors(a, batch), _batched_tensors(b, batch)
+    assert ta.keys() == tb.keys() and ta
+    for key in ta:
+        torch.testing.assert_close(ta[key], tb[key], atol=atol, rtol=atol, msg=lambda m: f"{key}: {m}")
+
+
+ids = [c.id for c in CASES]
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_forward_shapes(case):
+    model = _build(case).eval()
+    inputs = _inputs(case, model.config, batch=2)
+    out = model(**inputs)
+    assert isinstance(out, transformers.utils.ModelOutput)
+    for key, shape in case.expected_shapes(model.config, 2).items():
+        assert tuple(out[key].shape) == shape, key
+        assert torch.isfinite(out[key]).all(), key
+    if case.labels:
+        assert out.loss is not None and out.loss.ndim == 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_hidden_states_and_attentions(case):
+    model = _build(case).eval()
+    out = model(**_inputs(case, model.config, batch=2), output_hidden_states=True, output_attentions=True)
+    assert out.hidden_states and all(h.shape[0] == 2 for h in out.hidden_states)
+    assert out.attentions and all(a is not None for a in out.attentions)
+    for attn in out.attentions:  # real probabilities, also under the default sdpa implementation
+        torch.testing.assert_close(attn.sum(-1), torch.ones_like(attn.sum(-1)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_backward_reaches_every_parameter(case):
+    model = _build(case).train()
+    out = model(**_inputs(case, model.config, batch=2))
+    scalar = sum(t.float().pow(2).mean() for t in _batched_tensors(out, 2).values())
+    if getattr(out, "loss", None) is not None:
+        scalar = scalar + out.loss
+    scalar.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.isfinite().all())]
+    assert not missing, f"no finite gradient for {missing}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_save_load_and_auto(case, tmp_path):
+    model = _build(case).eval()
+    inputs = _inputs(case, model.config)
+    expected = model(**inputs)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "preprocessor_config.json").exists()
+    reloaded = case.model_cls.from_pretrained(tmp_path).eval()
+    _assert_outputs_close(reloaded(**inputs), expected, 3, atol=0)
+    auto_model = getattr(transformers, case.auto_class).from_pretrained(tmp_path).eval()
+    assert type(auto_model) is case.model_cls
+    _assert_outputs_close(auto_model(**inputs), expected, 3, atol=0)
+    config = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert type(config) is type(model.config)
+    assert case.auto_class in config.auto_map and "AutoConfig" in config.auto_map
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    assert list(processor.image_mean) == list(model.config.image_mean)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_eager_matches_sdpa(case):
+    model = _build(case).eval()
+    inputs = _inputs(case, model.config)
+    model.set_attn_implementation("sdpa")
+    sdpa = model(**inputs)
+    model.set_attn_implementation("eager")
+    eager = model(**inputs)
+    _assert_outputs_close(eager, sdpa, 3, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_gradient_checkpointing_parity(case):
+    inputs = None
+    grads = []
+    for checkpointing in (False, True):
+        model = _build(case).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.is_activation_checkpointing
+        inputs = inputs or _inputs(case, model.config, batch=2)
+        out = model(**inputs)
+        scalar = sum(t.float().pow(2).mean() for t in _batched_tensors(out, 2).values())
+        (scalar + (out.loss if getattr(out, "loss", None) is not None else 0)).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_batch_independence_and_determinism(case):
+    model = _build(case).eval()
+    inputs = _inputs(case, model.config, batch=3)
+    inputs.pop("labels", None)
+    full = model(**inputs)
+    _assert_outputs_close(model(**inputs), full, 3, atol=0)  # deterministic in eval
+    for i in range(3):
+        single = model(**{k: v[i : i + 1] for k, v in inputs.items()})
+        one = {k: v[i : i + 1] for k, v in _batched_tensors(full, 3).items()}
+        for key, value in _batched_tensors(single, 1).items():
+            torch.testing.assert_close(value, one[key], atol=1e-5, rtol=1e-4, msg=lambda m: f"{key}[{i}]: {m}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_fresh_init_is_sane(case):
+    """No learned or fixed embedding left at zero by accident; no NaN anywhere."""
+    model = _build(case)
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        assert torch.isfinite(tensor).all(), name
+        if any(key in name for key in ("position_embeddings", "cls_token", "mask_token", "pos_embed")):
+            assert tensor.abs().sum() > 0, f"{name} is all zeros in a fresh model"
