@@ -9,17 +9,21 @@
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import inspect
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
+from transformers.modeling_utils import load_state_dict
 
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)([\w.]*)(\s+import\b)", re.MULTILINE)
 
@@ -82,6 +86,73 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> t
     )
 
 
+# Module names a task model puts on top of its backbone. A checkpoint holding none of a head's weights (a backbone
+# or pre-training checkpoint) loads with that head freshly initialised; a head of another size (num_labels
+# changed) is re-initialised; a headless model drops the checkpoint's head. Anything else must match exactly.
+HEAD_MODULES = ("classifier", "head_norm", "fc_norm")
+
+_STRICT_LOADING: contextvars.ContextVar[bool] = contextvars.ContextVar("hf_vision_strict_loading", default=True)
+
+
+@contextlib.contextmanager
+def lenient_loading(enabled: bool = True):
+    """Inside this block `from_pretrained` reports missing/unexpected weights as a warning instead of an error."""
+    token = _STRICT_LOADING.set(not enabled)
+    try:
+        yield
+    finally:
+        _STRICT_LOADING.reset(token)
+
+
+def _head_of(key: str, head_modules: tuple[str, ...]) -> str | None:
+    """The head module name a parameter key belongs to, if any (`vit.fc_norm.weight` -> "fc_norm")."""
+    return next((part for part in key.split(".")[:-1] if part in head_modules), None)
+
+
+def check_loading(model, info, checkpoint_keys: list[str], *, ignore_mismatched_sizes: bool) -> None:
+    """Raise on weights that do not fit, naming them; let through only what amounts to a new or dropped head.
+
+    `info` is transformers' LoadStateDictInfo (model-side key names); mismatched heads move to `missing_keys`
+    so that transformers re-initialises them.
+    """
+    heads = tuple(model._head_modules)
+    in_checkpoint = {_head_of(k, heads) for k in checkpoint_keys} - {None}
+    own_modules = {name.rpartition(".")[2] for name, _ in model.named_modules()}
+    mismatched = sorted(info.mismatched_keys, key=lambda m: m[0])
+    head_mismatch = [m for m in mismatched if _head_of(m[0], heads)]
+    if mismatched and not ignore_mismatched_sizes:
+        other = [m for m in mismatched if not _head_of(m[0], heads)]
+        if other:
+            lines = "\n".join(f"  {key}: checkpoint {tuple(a)} vs model {tuple(b)}" for key, a, b in other)
+            raise ValueError(
+                f"{type(model).__name__}: {len(other)} checkpoint weight(s) have the wrong shape:\n{lines}\n"
+                "(pass ignore_mismatched_sizes=True to re-initialise them instead)"
+            )
+    moved = set()
+    if not ignore_mismatched_sizes:  # a head of another size (e.g. num_labels changed): re-initialise it
+        for entry in head_mismatch:
+            info.mismatched_keys.discard(entry)
+            info.missing_keys.add(entry[0])
+            moved.add(entry[0])
+    # missing: fine only for a head the checkpoint has nothing of; unexpected: only for a head the model lacks
+    missing = sorted(k for k in info.missing_keys
+                     if _head_of(k, heads) is None or (_head_of(k, heads) in in_checkpoint and k not in moved))
+    unexpected = sorted(k for k in info.unexpected_keys
+                        if _head_of(k, heads) is None or _head_of(k, heads) in own_modules)
+    if not (missing or unexpected):
+        return
+    problems = [f"missing from the checkpoint (would stay randomly initialised): {', '.join(missing)}"] if missing else []
+    if unexpected:
+        problems.append(f"in the checkpoint but not in the model (would be ignored): {', '.join(unexpected)}")
+    message = f"{type(model).__name__}: weights do not match the checkpoint; " + "; ".join(problems)
+    if _STRICT_LOADING.get():
+        raise ValueError(
+            message + ". Fix the checkpoint or the config, or load inside `lenient_loading()` "
+            "(hf_vision.from_pretrained(..., strict=False)) to accept it."
+        )
+    warnings.warn(message, stacklevel=2)
+
+
 class HFVisionPreTrainedModel(PreTrainedModel):
     """Common contract of every hf-vision model."""
 
@@ -93,6 +164,8 @@ class HFVisionPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     # Auto class name -> class name in the same modeling file; AutoConfig is added from the config class.
     _auto_classes: ClassVar[dict[str, str]] = {}
+    # Task heads a checkpoint may lack or carry in another size (see `check_loading`).
+    _head_modules: ClassVar[tuple[str, ...]] = HEAD_MODULES
 
     @property
     def attn_implementation(self) -> str:
@@ -107,16 +180,18 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         if state_dict is None and checkpoint_files:
             state_dict = {}
             for file in checkpoint_files:
-                if file.endswith(".safetensors"):
-                    from safetensors.torch import load_file
-
-                    state_dict.update(load_file(file))
-                else:
-                    state_dict.update(torch.load(file, map_location="cpu", weights_only=True))
+                state_dict.update(load_state_dict(file, map_location="cpu", weights_only=True))
+        checkpoint_keys: list[str] = []
         if state_dict is not None:
-            state_dict = model.adapt_state_dict(dict(state_dict))
+            # Fresh allocations: tensors viewed out of a mmapped file sit at unaligned offsets, which makes
+            # CPU GEMMs pick other (slower, numerically different) kernels than for a freshly built model.
+            state_dict = {k: v.clone() for k, v in model.adapt_state_dict(dict(state_dict)).items()}
+            checkpoint_keys = list(state_dict)
             checkpoint_files = None
-        return super()._load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys)
+        info, offload = super()._load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys)
+        model._adjust_missing_and_unexpected_keys(info)  # the model's own ignore patterns, as transformers applies
+        check_loading(model, info, checkpoint_keys, ignore_mismatched_sizes=load_config.ignore_mismatched_sizes)
+        return info, offload
 
     def auto_map(self) -> dict[str, str]:
         """The `auto_map` entries that make this checkpoint loadable as remote code."""
