@@ -1,0 +1,211 @@
+"""Run every analysis that fits a model on a set of images and write one PNG per figure plus an index.html.
+
+`scripts/visualize.py` is a thin wrapper around `load_model`, `load_images` and `visualize`.
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .attention import attention_distances, attention_rollout, rollout_map
+from .embeddings import patch_embedding_components, position_embedding_similarity
+from .inspect_model import (
+    AnalysisNotApplicable,
+    describe,
+    encoder_attentions,
+    family_of,
+    patch_projection_weight,
+    position_embedding_table,
+    preprocess,
+)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+@dataclass(frozen=True)
+class FigureRecord:
+    file: str  # PNG name inside the output folder
+    caption: str  # one line for index.html
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+def load_images(folder: str | Path | None = None, *, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 (H, W, 3)) pairs from a folder, or scikit-image's bundled photographs when folder is None."""
+    from PIL import Image
+
+    if folder is None:
+        from skimage import data
+
+        images = [(name, np.asarray(getattr(data, name)())) for name in SKIMAGE_PHOTOS]
+    else:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--images {folder} is not a folder")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        images = []
+        for path in files:
+            with Image.open(path) as img:
+                images.append((path.stem, np.asarray(img.convert("RGB"))))
+    images = [(n, a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1)) for n, a in images]
+    return images[:limit] if limit else images
+
+
+def load_model(name_or_path: str | Path) -> nn.Module:
+    """Load a checkpoint folder or Hub name as the class it was saved as (falls back to AutoModel), in eval mode."""
+    from transformers import AutoConfig, AutoModel
+
+    from ..auto import model_classes
+
+    config = AutoConfig.from_pretrained(str(name_or_path))
+    by_name = {cls.__name__: cls for cls in model_classes()}
+    architecture = next((a for a in (config.architectures or []) if a in by_name), None)
+    model_cls = by_name.get(architecture, AutoModel)
+    model = model_cls.from_pretrained(str(name_or_path))
+    return model.eval()
+
+
+def _title(model: nn.Module) -> str:
+    return getattr(model, "name_or_path", "") or type(model).__name__
+
+
+def visualize(
+    model: nn.Module,
+    images: Sequence[tuple[str, np.ndarray]],
+    output_dir: str | Path,
+    *,
+    num_components: int = 28,
+    mask_ratios: Sequence[float] = (0.5, 0.75, 0.9),
+    swin_stage: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[FigureRecord | Skipped]:
+    """Write every figure that makes sense for `model` and an index.html; returns what was drawn or skipped."""
+    from . import plots
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    family = family_of(model)
+    names = [name for name, _ in images]
+    records: list[FigureRecord | Skipped] = []
+
+    def attempt(name: str, make: Callable[[], FigureRecord | list[FigureRecord]]) -> None:
+        try:
+            made = make()
+        except (AnalysisNotApplicable, NotImplementedError) as err:
+            records.append(Skipped(name, str(err)))
+            return
+        records.extend(made if isinstance(made, list) else [made])
+
+    def filters() -> FigureRecord:
+        components, explained = patch_embedding_components(patch_projection_weight(model), num_components)
+        fig = plots.plot_patch_filters(components, explained, title=f"RGB embedding filters: {_title(model)}")
+        plots.save_figure(fig, output_dir / "patch_embedding_filters.png")
+        return FigureRecord("patch_embedding_filters.png",
+                            f"First {len(explained)} principal components of the patch-projection filters "
+                            f"({100 * explained.sum():.0f}% of their variance).")
+
+    def positions() -> FigureRecord:
+        table, kind, grid, prefix = position_embedding_table(model)
+        similarity = position_embedding_similarity(table, grid, num_prefix_tokens=prefix)
+        label = "learned" if kind == "learned" else "fixed 2-D sin-cos (not learned)"
+        fig = plots.plot_position_similarity(similarity, title=f"Position embedding similarity ({label})")
+        plots.save_figure(fig, output_dir / "position_embedding_similarity.png")
+        return FigureRecord("position_embedding_similarity.png",
+                            f"Cosine similarity of each patch position's {label} embedding with all others "
+                            f"({grid[0]}x{grid[1]} grid).")
+
+    attempt("patch embedding filters", filters)
+    attempt("position embedding similarity", positions)
+
+    # Per-image passes: attention of the unmasked encoder (ViT family), then MAE reconstructions.
+    try:
+        view = describe(model)
+    except AnalysisNotApplicable as err:
+        view = None
+        records.append(Skipped("mean attention distance / attention rollout", str(err)))
+    pixel_values, display = preprocess(model, [img for _, img in images])
+    distances, maps = [], []
+    if view is not None:
+        for i in tqdm(range(len(images)), desc="attention", unit="image", disable=not progress):
+            attentions = encoder_attentions(model, pixel_values[i:i + 1])
+            distances.append(attention_distances(attentions, view.grid_size, view.patch_size,
+                                                 num_prefix_tokens=view.num_prefix_tokens))
+            source = "cls" if view.pooling == "cls" and view.num_prefix_tokens else "mean"
+            maps.append(rollout_map(attention_rollout(attentions), view.grid_size,
+                                    num_prefix_tokens=view.num_prefix_tokens, source=source))
+
+        def distance() -> FigureRecord:
+            mean = np.concatenate(distances).mean(axis=0)
+            fig = plots.plot_attention_distance(mean, patch_size=view.patch_size,
+                                                title=f"Mean attention distance over {len(images)} images")
+            plots.save_figure(fig, output_dir / "mean_attention_distance.png")
+            return FigureRecord("mean_attention_distance.png",
+                                f"Mean attention distance (pixels) of each head per layer, averaged over "
+                                f"{len(images)} images; max possible on this grid "
+                                f"{np.hypot(*(np.array(view.image_size) - view.patch_size)):.0f}px.")
+
+        def rollout() -> FigureRecord:
+            source = "class token" if view.pooling == "cls" and view.num_prefix_tokens else "mean of patch tokens"
+            fig = plots.plot_rollout(display, np.concatenate(maps), names,
+                                     title=f"Attention rollout from the {source} to the input")
+            plots.save_figure(fig, output_dir / "attention_rollout.png")
+            return FigureRecord("attention_rollout.png",
+                                f"Attention rollout (heads averaged, residual added) from the {source} back to "
+                                "the input patches, overlaid on each image.")
+
+        attempt("mean attention distance", distance)
+        attempt("attention rollout", rollout)
+
+    if family == "swin":
+        from .swin import swin_figures
+
+        attempt("swin windows", lambda: swin_figures(model, pixel_values, display, names, output_dir,
+                                                     stage=swin_stage, progress=progress))
+    if family == "mae":
+        from .mae import mae_figures
+
+        attempt("MAE reconstructions", lambda: mae_figures(model, pixel_values, names, output_dir,
+                                                            mask_ratios=mask_ratios, seed=seed, progress=progress))
+
+    write_index(output_dir, records, title=f"hf-vision analyses: {_title(model)}")
+    return records
+
+
+def write_index(output_dir: str | Path, records: Sequence[FigureRecord | Skipped], *, title: str) -> Path:
+    """index.html: every figure with its one-line caption, then the analyses skipped and why."""
+    figures = [r for r in records if isinstance(r, FigureRecord)]
+    skipped = [r for r in records if isinstance(r, Skipped)]
+    parts = [
+        "<!doctype html>",
+        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}figure{margin:2em 0}"
+        "img{max-width:100%;border:1px solid #ddd}figcaption{color:#333;margin-top:.4em}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for r in figures:
+        parts.append(f"<figure><img src='{html.escape(r.file)}' alt='{html.escape(r.caption)}'>"
+                     f"<figcaption>{html.escape(r.caption)}</figcaption></figure>")
+    if skipped:
+        parts.append("<h2>Not drawn for this model</h2><ul>")
+        parts += [f"<li><b>{html.escape(s.name)}</b>: {html.escape(s.reason)}</li>" for s in skipped]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    path = Path(output_dir) / "index.html"
+    path.write_text("\n".join(parts) + "\n")
+    return path

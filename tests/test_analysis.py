@@ -1,0 +1,164 @@
+"""hf_vision.analysis against cases with known answers, and scripts/visualize.py end to end on a tiny model."""
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hf_vision
+from hf_vision import analysis
+from hf_vision.analysis import AnalysisNotApplicable
+from modeling.layers.pos_embed import sincos_2d
+
+from .cases import tiny_vit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _layers(matrix: torch.Tensor, *, layers: int = 3, batch: int = 2, heads: int = 4) -> tuple[torch.Tensor, ...]:
+    """The same (N, N) attention in every layer, head and image."""
+    n = matrix.shape[-1]
+    return tuple(matrix.expand(batch, heads, n, n).clone() for _ in range(layers))
+
+
+# ---------------------------------------------------------------- mean attention distance
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_self_attention_has_zero_distance(prefix):
+    grid = (3, 5)
+    n = prefix + grid[0] * grid[1]
+    dist = analysis.attention_distances(_layers(torch.eye(n)), grid, 16, num_prefix_tokens=prefix)
+    assert dist.shape == (2, 3, 4)
+    np.testing.assert_allclose(dist, 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("grid, patch, prefix", [((4, 4), 16, 1), ((3, 5), 8, 0), ((2, 7), 14, 1)])
+def test_uniform_attention_distance_is_mean_pairwise_distance(grid, patch, prefix):
+    n = prefix + grid[0] * grid[1]
+    dist = analysis.attention_distances(_layers(torch.full((n, n), 1.0 / n)), grid, patch, num_prefix_tokens=prefix)
+    cells = list(itertools.product(range(grid[0]), range(grid[1])))
+    expected = np.mean([patch * math.hypot(r1 - r2, c1 - c2) for (r1, c1), (r2, c2) in itertools.product(cells, cells)])
+    np.testing.assert_allclose(dist, expected, rtol=1e-9)
+
+
+def test_attention_to_one_neighbour_has_patch_distance():
+    """Every query looks only at the patch to its right (last column: to its left): distance = one patch."""
+    gh, gw, patch = 3, 4, 16
+    attn = torch.zeros(gh * gw, gh * gw)
+    for r, c in itertools.product(range(gh), range(gw)):
+        attn[r * gw + c, r * gw + (c + 1 if c + 1 < gw else c - 1)] = 1.0
+    np.testing.assert_allclose(analysis.attention_distances(_layers(attn), (gh, gw), patch), patch)
+
+
+def test_attention_distance_rejects_local_attention():
+    with pytest.raises(ValueError, match="global attention"):
+        analysis.attention_distances(_layers(torch.eye(49)), (14, 14), 16, num_prefix_tokens=1)
+
+
+# ---------------------------------------------------------------- attention rollout
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_rollout_of_identity_attention_is_identity(residual):
+    rollout = analysis.attention_rollout(_layers(torch.eye(10), layers=4), residual=residual)
+    torch.testing.assert_close(rollout, torch.eye(10, dtype=torch.float64).expand(2, 10, 10))
+
+
+def test_rollout_multiplies_layers_in_order():
+    gen = torch.Generator().manual_seed(1)
+    a1, a2 = (torch.rand(6, 6, generator=gen, dtype=torch.float64).softmax(-1) for _ in range(2))
+    rollout = analysis.attention_rollout((a1.expand(1, 2, 6, 6), a2.expand(1, 2, 6, 6)), residual=False)
+    expected = a2.double().numpy() @ a1.double().numpy()
+    np.testing.assert_allclose(rollout[0].numpy(), expected, rtol=1e-10)
+    # with the residual term each layer becomes (A + I) / 2 (rows of A already sum to one)
+    rollout = analysis.attention_rollout((a1.expand(1, 2, 6, 6), a2.expand(1, 2, 6, 6)))
+    eye = np.eye(6)
+    np.testing.assert_allclose(rollout[0].numpy(), (0.5 * a2.double().numpy() + 0.5 * eye)
+                               @ (0.5 * a1.double().numpy() + 0.5 * eye), rtol=1e-10)
+
+
+def test_rollout_map_reads_class_token_or_patch_mean():
+    grid, prefix = (2, 3), 1
+    rollout = torch.zeros(1, 7, 7, dtype=torch.float64)
+    rollout[0, 0, 1 + 4] = 1.0  # the class token draws only from patch (1, 1)
+    rollout[0, 1:, 1 + 2] = 1.0  # every patch draws from patch (0, 2)
+    cls_map = analysis.rollout_map(rollout, grid, num_prefix_tokens=prefix, source="cls")
+    mean_map = analysis.rollout_map(rollout, grid, num_prefix_tokens=prefix, source="mean")
+    np.testing.assert_array_equal(cls_map[0], [[0, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(mean_map[0], [[0, 0, 1], [0, 0, 0]])
+    with pytest.raises(ValueError, match="class token"):
+        analysis.rollout_map(rollout[:, 1:, 1:], grid, num_prefix_tokens=0, source="cls")
+
+
+# ---------------------------------------------------------------- embeddings
+
+def test_sincos_positions_are_more_similar_to_neighbours_than_to_far_positions():
+    grid = (8, 8)
+    sim = analysis.position_embedding_similarity(sincos_2d(64, grid, num_prefix_tokens=1), grid, num_prefix_tokens=1)
+    assert sim.shape == (8, 8, 8, 8)
+    np.testing.assert_allclose(np.einsum("ijij->ij", sim), 1.0, atol=1e-12)
+    for r, c in [(3, 3), (4, 2), (0, 0)]:
+        neighbours = [sim[r, c, r + dr, c + dc] for dr, dc in [(0, 1), (1, 0)]]
+        far = sim[r, c, (r + 4) % 8, (c + 4) % 8], sim[r, c, 7 - r if r < 4 else 0, 7 - c if c < 4 else 0]
+        assert min(neighbours) > max(far)
+    # along a row, similarity to (3, 3) falls with distance
+    row = sim[3, 3, 3, 3:]
+    assert np.all(np.diff(row) < 0)
+
+
+def test_position_similarity_checks_the_grid():
+    with pytest.raises(ValueError, match="expected grid_size"):
+        analysis.position_embedding_similarity(torch.randn(1, 17, 8), (4, 5), num_prefix_tokens=1)
+
+
+def test_pca_recovers_known_patch_filter_components():
+    """Filters W = Z diag(s) B with orthonormal components B (rows) and orthonormal zero-mean coefficients Z."""
+    gen = torch.Generator().manual_seed(0)
+    d, c, p, k = 48, 3, 4, 3
+    basis, _ = torch.linalg.qr(torch.randn(c * p * p, k, generator=gen, dtype=torch.float64))  # (48, k)
+    coeffs = torch.randn(d, k, generator=gen, dtype=torch.float64)
+    coeffs, _ = torch.linalg.qr(coeffs - coeffs.mean(0))  # zero-mean, orthonormal columns
+    scales = torch.tensor([5.0, 3.0, 1.0], dtype=torch.float64)
+    weight = (coeffs @ torch.diag(scales) @ basis.T).reshape(d, c, p, p).float() + 0.25  # a common offset too
+    components, explained = analysis.patch_embedding_components(weight, num_components=5)
+    assert components.shape == (5, p, p, c)
+    # (k, p, p, C) -> (k, C*p*p), back to the filter layout the basis was built in
+    flat = torch.from_numpy(components).permute(0, 3, 1, 2).reshape(5, -1).double()
+    overlap = (flat[:k] @ basis).abs().numpy()
+    np.testing.assert_allclose(overlap, np.eye(k), atol=1e-5)
+    np.testing.assert_allclose(explained[:k], [25 / 35, 9 / 35, 1 / 35], atol=1e-6)
+    np.testing.assert_allclose(explained[k:], 0.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- models: what applies and what does not
+
+def test_model_level_analyses_on_vit():
+    model = hf_vision.ViTForImageClassification(tiny_vit()).eval()
+    weight = analysis.patch_projection_weight(model)
+    assert weight.shape == (32, 3, 8, 8)
+    table, kind, grid, prefix = analysis.position_embedding_table(model)
+    assert (kind, grid, prefix, table.shape) == ("learned", (4, 4), 1, (17, 32))
+    attentions = analysis.encoder_attentions(model, torch.randn(2, 3, 32, 32))
+    assert len(attentions) == 2 and attentions[0].shape == (2, 4, 17, 17)
+
+
+def test_no_position_embedding_is_reported_not_drawn():
+    model = hf_vision.ViTModel(tiny_vit(position_embedding_type="none")).eval()
+    with pytest.raises(AnalysisNotApplicable, match="no position embedding"):
+        analysis.position_embedding_table(model)
+
+
+def test_visualize_writes_figures_and_lists_skipped(tmp_path):
+    model = hf_vision.ViTModel(tiny_vit(pooling="gap", position_embedding_type="none")).eval()
+    images = [("noise", np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))]
+    records = analysis.visualize(model, images, tmp_path, progress=False)
+    drawn = {r.file for r in records if isinstance(r, analysis.FigureRecord)}
+    assert drawn == {"patch_embedding_filters.png", "mean_attention_distance.png", "attention_rollout.png"}
+    assert all((tmp_path / f).stat().st_size > 1000 for f in drawn)
+    index = (tmp_path / "index.html").read_text()
+    assert "position embedding similarity" in index and "no position embedding" in index
