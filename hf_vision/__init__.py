@@ -4,6 +4,12 @@ Importing the package registers every family with transformers' Auto classes.
 """
 from __future__ import annotations
 
+from modeling.hybrid.configuration_hybrid import HybridConfig
+from modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
+from modeling.mae.configuration_mae import MAEConfig
+from modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+from modeling.swin.configuration_swin import SwinConfig
+from modeling.swin.modeling_swin import SwinBackbone, SwinForImageClassification, SwinModel
 from modeling.vit.configuration_vit import ViTConfig
 from modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
 
@@ -12,9 +18,16 @@ from .auto import register_family
 from .presets import PRESETS, get_config, preset_names
 
 register_family(ViTConfig, {"AutoModel": ViTModel, "AutoModelForImageClassification": ViTForImageClassification})
+register_family(SwinConfig, {"AutoModel": SwinModel, "AutoModelForImageClassification": SwinForImageClassification,
+                             "AutoBackbone": SwinBackbone})
+register_family(HybridConfig, {"AutoModel": HybridModel, "AutoModelForImageClassification": HybridForImageClassification})
+register_family(MAEConfig, {"AutoModel": MAEModel, "AutoModelForPreTraining": MAEForPreTraining})
 
 __version__ = "0.1.0"
 __all__ = [
     "ViTConfig", "ViTModel", "ViTForImageClassification",
+    "SwinConfig", "SwinModel", "SwinForImageClassification", "SwinBackbone",
+    "HybridConfig", "HybridModel", "HybridForImageClassification",
+    "MAEConfig", "MAEModel", "MAEForPreTraining",
     "get_config", "preset_names", "PRESETS", "convert",
 ]

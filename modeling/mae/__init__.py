@@ -1,0 +1,1 @@
+"""MAE (He et al. 2021): masked-autoencoder pre-training of a ViT encoder."""
