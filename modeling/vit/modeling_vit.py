@@ -130,7 +130,22 @@ class ViTPreTrainedModel(HFVisionPreTrainedModel):
                     "(the saved grid is not square or the width differs)"
                 )
             state_dict[key] = resample_pos_embed(saved, embeddings.grid_size, (side, side), num_prefix_tokens=prefix)
-        return super().adapt_state_dict(state_dict)
+        return super().adapt_state_dict(self.drop_pretraining_keys(state_dict))
+
+    def drop_pretraining_keys(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An MAE pre-training checkpoint loads as an encoder: its decoder and mask token are dropped, and so is
+        the final `norm` when this model pools with fc_norm instead (the official fine-tuning protocol), so
+        that only the new head is reported missing."""
+        own = self.state_dict().keys()
+        prefix = self.base_model_prefix + "."
+
+        def unused(key: str) -> bool:
+            if key in own or prefix + key in own or key.removeprefix(prefix) in own:
+                return False
+            name = key.removeprefix(prefix)
+            return name.startswith(("decoder.", "norm.")) or name == "embeddings.mask_token"
+
+        return {k: v for k, v in state_dict.items() if not unused(k)}
 
 
 class ViTModel(ViTPreTrainedModel):
