@@ -1,0 +1,1 @@
+"""Training utilities: optimiser parameter groups and the pieces training scripts share."""
