@@ -16,6 +16,7 @@ from modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
 from . import convert
 from .auto import register_family
 from .presets import PRESETS, get_config, preset_names
+from .hub import from_pretrained, push_folder, push_to_hub
 
 register_family(ViTConfig, {"AutoModel": ViTModel, "AutoModelForImageClassification": ViTForImageClassification})
 register_family(SwinConfig, {"AutoModel": SwinModel, "AutoModelForImageClassification": SwinForImageClassification,
@@ -30,4 +31,5 @@ __all__ = [
     "HybridConfig", "HybridModel", "HybridForImageClassification",
     "MAEConfig", "MAEModel", "MAEForPreTraining",
     "get_config", "preset_names", "PRESETS", "convert",
+    "from_pretrained", "push_to_hub", "push_folder",
 ]

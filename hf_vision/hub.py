@@ -1,0 +1,289 @@
+"""Share and fetch checkpoints: push to the Hub in one commit, pull ours or anybody's through one call.
+
+A pushed repo holds everything `AutoModel.from_pretrained(repo, trust_remote_code=True)` needs without our
+package: safetensors weights, config.json with an `auto_map` entry for each Auto class the model fits, the
+flattened `modeling/` source, preprocessor_config.json and a model card (README.md). With `hf_vision` imported
+the registered classes win and no remote code runs.
+
+`from_pretrained` reads config.json (local folder, Hub, or the local cache when offline) and dispatches:
+our model_type -> our classes; timm's config (it has "architecture") -> timm model -> `convert.from_timm`;
+a transformers model_type -> transformers model -> `convert.from_transformers`; a single released file
+(.npz/.pth/...) with `preset=` -> `convert.load_official`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+
+from . import convert
+from .model_card import card_for_folder, card_for_model, validate_card
+
+OUR_MODEL_TYPE_PREFIX = "hfv_"
+# Training leftovers that do not belong in a shared checkpoint.
+DEFAULT_IGNORE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "training_args.bin", "trainer_state.json",
+                  "*.lock", ".*")
+
+
+# ----------------------------------------------------------------------------------------------------------- push
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    token: str | bool | None = None,
+    create_pr: bool = False,
+    card_kwargs: dict[str, Any] | None = None,
+    endpoint: str | None = None,
+) -> CommitInfo:
+    """Save `model` (weights, config with auto_map, remote code, processor, card) and upload it in one commit.
+
+    revision: the branch to commit to; created from main when it does not exist yet.
+    card_kwargs: forwarded to the model card (datasets, metrics, training_args, base_model, license, ...).
+    """
+    with tempfile.TemporaryDirectory(prefix="hfv-push-") as folder:
+        model.save_pretrained(folder)
+        card = card_for_model(model, repo_id=repo_id, **(card_kwargs or {}))
+        validate_card(card)
+        card.save(Path(folder) / "README.md")
+        return push_folder(
+            folder, repo_id, private=private, revision=revision, commit_message=commit_message,
+            commit_description=commit_description, token=token, create_pr=create_pr, endpoint=endpoint,
+        )
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    token: str | bool | None = None,
+    create_pr: bool = False,
+    card_kwargs: dict[str, Any] | None = None,
+    ignore_patterns: Iterable[str] = DEFAULT_IGNORE,
+    endpoint: str | None = None,
+) -> CommitInfo:
+    """Upload a `save_pretrained` folder (e.g. a training run's output) in one commit, with its model card.
+
+    A folder without README.md gets a card built from its config.json, safetensors and the run's json files
+    (all_results.json, run_args.json, ...); `card_kwargs` adds or overrides card fields. Subfolders (Trainer's
+    checkpoint-*/, runs/) are not uploaded.
+    """
+    folder = Path(folder)
+    check_checkpoint_folder(folder)
+    files = {p.name: p for p in sorted(folder.iterdir())
+             if p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in ignore_patterns)}
+    readme = None
+    if "README.md" not in files or card_kwargs:
+        card = card_for_folder(folder, repo_id=repo_id, **(card_kwargs or {}))
+        readme = str(card).encode()
+    else:
+        card = files["README.md"].read_text()
+    validate_card(card)
+
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision and revision != "main" and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
+                  for name, path in files.items() if not (readme is not None and name == "README.md")]
+    if readme is not None:
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
+    return api.create_commit(
+        repo_id, operations,
+        commit_message=commit_message or f"Upload {_architecture(folder)} with hf-vision",
+        commit_description=commit_description, revision=revision, create_pr=create_pr,
+    )
+
+
+def check_checkpoint_folder(folder: Path) -> None:
+    """Refuse to upload a folder that would not load as remote code (the error names what is absent)."""
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} has no config.json: save it with model.save_pretrained(folder) first")
+    config = json.loads((folder / "config.json").read_text())
+    if not any(folder.glob("*.safetensors")):
+        raise ValueError(f"{folder} holds no .safetensors weights")
+    auto_map = config.get("auto_map") or {}
+    for auto in ("AutoConfig", "AutoModel"):
+        if auto not in auto_map:
+            raise ValueError(f"{folder}/config.json: auto_map lacks {auto} (got {sorted(auto_map)})")
+    for auto, reference in auto_map.items():
+        module = reference.split("--")[-1].rpartition(".")[0]
+        if not (folder / f"{module}.py").is_file():
+            raise ValueError(f"{folder}: auto_map[{auto!r}] = {reference!r} but {module}.py is not in the folder")
+    if not (folder / "preprocessor_config.json").is_file():
+        raise ValueError(f"{folder} has no preprocessor_config.json")
+
+
+def _architecture(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    return (config.get("architectures") or [config.get("model_type", "model")])[0]
+
+
+# ----------------------------------------------------------------------------------------------------------- pull
+
+OFFICIAL_SUFFIXES = (".npz", ".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    auto_class: str | None = None,
+    preset: str | None = None,
+    strict: bool = True,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    **kwargs: Any,
+):
+    """Our model from any supported checkpoint: ours (Hub name, folder, cache), timm, transformers, or official.
+
+    auto_class: e.g. "AutoModel" to get the backbone of a classification checkpoint (default: the saved
+        architecture). preset: the preset name of an official release file (e.g. "vit-base-patch16-224").
+    strict: False turns missing/unexpected-weight errors into warnings.
+    kwargs: config overrides and `from_pretrained` options (num_labels=10, image_size=384,
+        ignore_mismatched_sizes=True, ...); for foreign checkpoints they apply after conversion.
+    """
+    from modeling.pretrained import lenient_loading
+
+    hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
+    path = Path(name_or_path)
+    if path.is_file():
+        if preset is None:
+            raise ValueError(f"{path} is a single checkpoint file: pass preset=<name> (see hf_vision.preset_names())")
+        return convert.load_official(path, preset, **kwargs)
+    config = _read_json(str(name_or_path), "config.json", **hub)
+    if config is None:
+        raise ValueError(f"{name_or_path} has no config.json (neither a local folder nor a Hub repo with one)")
+    with lenient_loading(not strict):
+        model_type = config.get("model_type") or ""
+        if model_type.startswith(OUR_MODEL_TYPE_PREFIX):
+            cls = _our_class(config, auto_class)
+            return cls.from_pretrained(name_or_path, **_drop_none(hub), **kwargs)
+        if "architecture" in config:  # timm's Hub format
+            converted = _from_timm_checkpoint(str(name_or_path), config, hub)
+        elif model_type:
+            converted = _from_transformers_checkpoint(str(name_or_path), config, hub)
+        else:
+            raise ValueError(f"{name_or_path}: config.json has neither model_type nor timm's architecture field")
+        return _reload_with(converted, auto_class, kwargs)
+
+
+def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v not in (None, False)}
+
+
+def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:
+    local = Path(name_or_path)
+    if local.is_dir():
+        file = local / filename
+        return json.loads(file.read_text()) if file.is_file() else None
+    try:
+        file = hf_hub_download(name_or_path, filename, **_drop_none(hub))
+    except EntryNotFoundError:
+        return None
+    return json.loads(Path(file).read_text())
+
+
+def _our_class(config: dict, auto_class: str | None):
+    from .auto import FAMILIES
+
+    for config_cls, models in FAMILIES:
+        if config_cls.model_type != config["model_type"]:
+            continue
+        if auto_class is not None:
+            if auto_class not in models:
+                raise ValueError(f"{config['model_type']} has no {auto_class}; available: {', '.join(sorted(models))}")
+            return models[auto_class]
+        by_name = {cls.__name__: cls for cls in models.values()}
+        for architecture in config.get("architectures") or []:
+            if architecture in by_name:
+                return by_name[architecture]
+        return models["AutoModel"]
+    raise ValueError(f"model_type={config['model_type']!r} is not registered by this version of hf_vision")
+
+
+def _checkpoint_file(name_or_path: str, hub: dict, candidates: tuple[str, ...]) -> str:
+    local = Path(name_or_path)
+    for name in candidates:
+        if local.is_dir():
+            if (local / name).is_file():
+                return str(local / name)
+            continue
+        try:
+            return hf_hub_download(name_or_path, name, **_drop_none(hub))
+        except EntryNotFoundError:
+            continue
+    raise ValueError(f"{name_or_path} holds none of {', '.join(candidates)}")
+
+
+def _from_timm_checkpoint(name_or_path: str, config: dict, hub: dict):
+    """timm Hub layout: config.json {architecture, num_classes, pretrained_cfg, model_args} + model.safetensors."""
+    try:
+        import timm
+    except ImportError as error:
+        raise ImportError(f"{name_or_path} is a timm checkpoint: `pip install timm` to convert it") from error
+    if not convert.TIMM_CONVERTERS:
+        raise ValueError(f"{name_or_path} is a timm checkpoint but no timm converter is registered in hf_vision.convert")
+    import torch
+
+    model = timm.create_model(
+        config["architecture"], pretrained=False, num_classes=config.get("num_classes", 1000),
+        pretrained_cfg=config.get("pretrained_cfg"), **(config.get("model_args") or {}),
+    )
+    weights = _checkpoint_file(name_or_path, hub, ("model.safetensors", "pytorch_model.bin"))
+    if weights.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state_dict = load_file(weights)
+    else:
+        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(state_dict, strict=True)
+    converted = convert.from_timm(model.eval())
+    labels = config.get("label_names")
+    if labels and len(labels) == getattr(converted.config, "num_labels", -1):
+        converted.config.id2label = dict(enumerate(labels))
+        converted.config.label2id = {name: i for i, name in enumerate(labels)}
+    return converted
+
+
+def _from_transformers_checkpoint(name_or_path: str, config: dict, hub: dict):
+    import transformers
+
+    model_type = config["model_type"]
+    if model_type not in convert.TRANSFORMERS_CONVERTERS:
+        raise ValueError(
+            f"{name_or_path}: no converter for transformers model_type={model_type!r} "
+            f"(registered: {', '.join(sorted(convert.TRANSFORMERS_CONVERTERS)) or 'none'})"
+        )
+    architecture = (config.get("architectures") or ["AutoModel"])[0]
+    cls = getattr(transformers, architecture, None) or transformers.AutoModel
+    source = cls.from_pretrained(name_or_path, **_drop_none(hub))
+    return convert.from_transformers(source.eval())
+
+
+def _reload_with(model, auto_class: str | None, kwargs: dict[str, Any]):
+    """Apply config overrides / another Auto class to a converted model through our own loading path."""
+    if not kwargs and auto_class is None:
+        return model
+    with tempfile.TemporaryDirectory(prefix="hfv-convert-") as folder:
+        model.save_pretrained(folder)
+        config = json.loads((Path(folder) / "config.json").read_text())
+        cls = _our_class(config, auto_class)
+        return cls.from_pretrained(folder, **kwargs)
