@@ -23,7 +23,14 @@ def _inputs(case: Case, config, batch: int = 3, seed: int = 0) -> dict[str, torc
 
 
 def _batched_tensors(output, batch: int) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == batch}
+    """Every batch-first tensor of an output; tuples of tensors (a backbone's feature_maps) count per element."""
+    flat = {}
+    for k, v in output.items():
+        if isinstance(v, (tuple, list)):
+            flat.update({f"{k}.{i}": t for i, t in enumerate(v) if isinstance(t, torch.Tensor)})
+        else:
+            flat[k] = v
+    return {k: v for k, v in flat.items() if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == batch}
 
 
 def _assert_outputs_close(a, b, batch: int, atol: float = 1e-5) -> None:
@@ -43,6 +50,10 @@ def test_forward_shapes(case):
     out = model(**inputs)
     assert isinstance(out, transformers.utils.ModelOutput)
     for key, shape in case.expected_shapes(model.config, 2).items():
+        if isinstance(out[key], (tuple, list)):  # e.g. feature_maps: expected is one shape per element
+            assert tuple(tuple(t.shape) for t in out[key]) == shape, key
+            assert all(torch.isfinite(t).all() for t in out[key]), key
+            continue
         assert tuple(out[key].shape) == shape, key
         assert torch.isfinite(out[key]).all(), key
     if case.labels:
