@@ -40,3 +40,8 @@ def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
         if name.startswith(prefix):
             return loader(path, name, **overrides)
     raise ValueError(f"no official-checkpoint loader for {name!r}; supported prefixes: {', '.join(sorted(OFFICIAL_LOADERS))}")
+
+
+from . import mae  # noqa: E402,F401  (registers the MAE converters)
+from . import vit  # noqa: E402,F401  (registers the ViT and R50+ViT hybrid converters)
+from . import swin  # noqa: E402,F401  (registers the Swin converters)
