@@ -1,0 +1,387 @@
+"""ViT and R50+ViT checkpoints from timm, transformers and Google's released `.npz` files, into our models.
+
+Every converter builds the matching config, renames (and for Google, transposes) each tensor, and loads the
+result strictly: a source tensor we do not know how to place, or a parameter of ours left unfilled, raises a
+ValueError instead of silently producing a different model. The module registers itself with
+`hf_vision.convert` (TIMM_CONVERTERS, TRANSFORMERS_CONVERTERS, OFFICIAL_LOADERS).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from modeling.config_checks import pair
+from modeling.hybrid.configuration_hybrid import HybridConfig
+from modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
+from modeling.layers.pos_embed import resample_pos_embed
+from modeling.vit.configuration_vit import ViTConfig
+from modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
+
+from ..presets import PRESETS, get_config
+from . import OFFICIAL_LOADERS, TIMM_CONVERTERS, TRANSFORMERS_CONVERTERS
+from .hybrid import (
+    official_backbone_layers,
+    official_backbone_state_dict,
+    timm_backbone_config,
+    timm_backbone_key,
+)
+
+logger = logging.getLogger(__name__)
+
+POS = "embeddings.position_embeddings"
+
+
+def build_and_load(config: ViTConfig, base: dict[str, torch.Tensor], head: dict[str, torch.Tensor] | None) -> nn.Module:
+    """Our (classification) model for `config`, loaded strictly from base-model and classifier tensors."""
+    hybrid = isinstance(config, HybridConfig)
+    if head is None:
+        model = (HybridModel if hybrid else ViTModel)(config)
+        state = dict(base)
+    else:
+        model = (HybridForImageClassification if hybrid else ViTForImageClassification)(config)
+        state = {f"vit.{k}": v for k, v in base.items()}
+        state.update(head)
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unexpected or missing:
+        raise ValueError(f"conversion mismatch: unplaced source tensors {unexpected}, unfilled parameters {missing}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(f"{key}: source shape {tuple(value.shape)} != ours {tuple(own[key].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def _size(value) -> int | list[int]:
+    """timm/transformers sizes (int or pair) -> our config value (int when square)."""
+    if isinstance(value, int):
+        return value
+    h, w = value
+    return h if h == w else [h, w]
+
+
+# ---------------------------------------------------------------- timm
+_TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$")
+
+
+def _is_timm_vit(model: nn.Module) -> bool:
+    return type(model).__name__ == "VisionTransformer" and type(model).__module__.startswith("timm.")
+
+
+def _timm_act(act: nn.Module) -> str:
+    if isinstance(act, nn.GELU):
+        return "gelu" if act.approximate == "none" else "gelu_pytorch_tanh"
+    raise ValueError(f"timm ViT: MLP activation {type(act).__name__} is not supported (GELU only)")
+
+
+def timm_vit_config(model: nn.Module) -> ViTConfig:
+    """Our config for a timm `VisionTransformer` (plain or hybrid); ValueError for features we lack."""
+    if model.global_pool not in ("token", "avg"):
+        raise ValueError(f"timm ViT: global_pool={model.global_pool!r} is not supported; accepted: 'token', 'avg'")
+    unsupported = {
+        "register tokens": getattr(model, "num_reg_tokens", 0),
+        "no_embed_class": getattr(model, "no_embed_class", False),
+        "pool_include_prefix": getattr(model, "pool_include_prefix", False),
+        "pre_norm": not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity),
+        "final_norm=False": isinstance(model.norm, nn.Identity) and isinstance(model.fc_norm, nn.Identity),
+        "dynamic_img_pad": getattr(model.patch_embed, "dynamic_img_pad", False),
+    }
+    found = [name for name, present in unsupported.items() if present]
+    if found:
+        raise ValueError(f"timm ViT: {', '.join(found)} not supported by our ViT")
+    block = model.blocks[0]
+    patch = model.patch_embed.patch_size
+    if patch[0] != patch[1]:
+        raise ValueError(f"timm ViT: non-square patch_size={patch} is not supported")
+    kwargs: dict[str, Any] = dict(
+        image_size=_size(tuple(model.patch_embed.img_size)),
+        patch_size=patch[0],
+        num_channels=model.patch_embed.proj.in_channels if not hasattr(model.patch_embed, "backbone")
+        else model.in_chans,
+        hidden_size=model.embed_dim,
+        num_hidden_layers=len(model.blocks),
+        num_attention_heads=block.attn.num_heads,
+        intermediate_size=block.mlp.fc1.out_features,
+        hidden_act=_timm_act(block.mlp.act),
+        layer_norm_eps=block.norm1.eps,
+        qkv_bias=block.attn.qkv.bias is not None,
+        pooling="cls" if model.global_pool == "token" else "gap",
+        class_token=model.cls_token is not None,
+        fc_norm=not isinstance(model.fc_norm, nn.Identity),
+        position_embedding_type="learned" if model.pos_embed is not None else "none",
+        num_labels=model.num_classes,
+    )
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "mean" in cfg and "std" in cfg:
+        kwargs.update(image_mean=list(cfg["mean"]), image_std=list(cfg["std"]))
+    if hasattr(model.patch_embed, "backbone"):
+        return HybridConfig(**kwargs, **timm_backbone_config(model.patch_embed.backbone))
+    return ViTConfig(**kwargs)
+
+
+def timm_vit_key(key: str, *, stem_only: bool = False) -> str | None:
+    """timm VisionTransformer state-dict key -> our base-model key (None: not ours to place)."""
+    if key == "cls_token":
+        return "embeddings.cls_token"
+    if key == "pos_embed":
+        return POS
+    if key in ("patch_embed.proj.weight", "patch_embed.proj.bias"):
+        return "embeddings." + key
+    if key.startswith("patch_embed.backbone."):
+        return timm_backbone_key(key, stem_only=stem_only)
+    match = _TIMM_BLOCK.match(key)
+    if match:
+        return f"encoder.blocks.{match[1]}.{match[2]}.{match[3]}"
+    if key in ("norm.weight", "norm.bias", "fc_norm.weight", "fc_norm.bias"):
+        return key
+    return None
+
+
+def convert_timm_vit(model: nn.Module) -> nn.Module:
+    """timm `vit_*` / `vit_*_r50_*` -> our ViT/Hybrid (ForImageClassification when it has a head)."""
+    config = timm_vit_config(model)
+    stem_only = hasattr(model.patch_embed, "backbone") and not hasattr(model.patch_embed.backbone, "stem")
+    base, head, unplaced = {}, {}, []
+    for key, value in model.state_dict().items():
+        if key.startswith("head."):
+            head["classifier." + key[len("head."):]] = value
+            continue
+        ours = timm_vit_key(key, stem_only=stem_only)
+        (unplaced.append(key) if ours is None else base.__setitem__(ours, value))
+    if unplaced:
+        raise ValueError(f"timm ViT: tensors with no counterpart in our model (unsupported feature): {unplaced}")
+    return build_and_load(config, base, head if config.num_labels > 0 and head else None)
+
+
+# ---------------------------------------------------------------- transformers
+_HF_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
+_HF_RENAME = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.o_proj": "attn.proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
+
+
+def transformers_vit_config(model: nn.Module, *, representation_size: int | None) -> ViTConfig:
+    c = model.config
+    return ViTConfig(
+        image_size=_size(c.image_size), patch_size=c.patch_size if isinstance(c.patch_size, int) else c.patch_size[0],
+        num_channels=c.num_channels, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size, hidden_act=c.hidden_act,
+        layer_norm_eps=c.layer_norm_eps, qkv_bias=c.qkv_bias, hidden_dropout_prob=c.hidden_dropout_prob,
+        attention_probs_dropout_prob=c.attention_probs_dropout_prob, initializer_range=c.initializer_range,
+        pooling="cls", class_token=True, fc_norm=False, representation_size=representation_size,
+        num_labels=c.num_labels, id2label=dict(c.id2label), label2id=dict(c.label2id), problem_type=c.problem_type,
+    )
+
+
+def transformers_vit_state_dict(base: nn.Module) -> dict[str, torch.Tensor]:
+    """transformers ViTModel state dict -> ours; q/k/v projections are fused into one qkv Linear."""
+    src = base.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    unplaced = []
+    for key, value in src.items():
+        if key in ("embeddings.cls_token", POS):
+            out[key] = value
+        elif key.startswith("embeddings.patch_embeddings.projection."):
+            out["embeddings.patch_embed.proj." + key.rpartition(".")[2]] = value
+        elif key == "embeddings.mask_token":
+            continue  # only used for masked image modeling (bool_masked_pos), which our ViT does not take
+        elif key.startswith("layernorm."):
+            out["norm." + key.rpartition(".")[2]] = value
+        elif key.startswith("pooler.dense."):
+            out["pre_logits.fc." + key.rpartition(".")[2]] = value
+        elif (match := _HF_LAYER.match(key)) is not None:
+            index, rest = match[1], match[2]
+            module, _, kind = rest.rpartition(".")
+            if module in ("attention.q_proj", "attention.k_proj", "attention.v_proj"):
+                if module == "attention.q_proj":  # fuse once per layer: (3*C, C) / (3*C,) rows ordered q, k, v
+                    out[f"encoder.blocks.{index}.attn.qkv.{kind}"] = torch.cat(
+                        [src[f"layers.{index}.attention.{p}_proj.{kind}"] for p in "qkv"], dim=0
+                    )
+            elif module in _HF_RENAME:
+                out[f"encoder.blocks.{index}.{_HF_RENAME[module]}.{kind}"] = value
+            else:
+                unplaced.append(key)
+        else:
+            unplaced.append(key)
+    if unplaced:
+        raise ValueError(f"transformers ViT: tensors with no counterpart in our model: {unplaced}")
+    return out
+
+
+def convert_transformers_vit(model: nn.Module) -> nn.Module:
+    """transformers `ViTModel` (pooler -> our pre-logits) or `ViTForImageClassification` -> ours."""
+    from transformers import ViTForImageClassification as HFViTForImageClassification
+    from transformers import ViTModel as HFViTModel
+
+    if isinstance(model, HFViTForImageClassification):
+        base, head_module = model.vit, model.classifier
+    elif isinstance(model, HFViTModel):
+        base, head_module = model, None
+    else:
+        raise ValueError(f"transformers ViT: {type(model).__name__} is not supported; "
+                         "accepted: ViTModel, ViTForImageClassification")
+    pooler = base.pooler
+    if pooler is not None and model.config.pooler_act != "tanh":
+        raise ValueError(f"transformers ViT: pooler_act={model.config.pooler_act!r}; only 'tanh' maps to pre-logits")
+    config = transformers_vit_config(model, representation_size=pooler.dense.out_features if pooler else None)
+    head = None
+    if head_module is not None:
+        if not isinstance(head_module, nn.Linear):  # num_labels=0: Identity classifier
+            config.num_labels = 0
+        head = {f"classifier.{k}": v for k, v in head_module.state_dict().items()}
+    return build_and_load(config, transformers_vit_state_dict(base), head)
+
+
+# ---------------------------------------------------------------- Google's .npz
+_ARCH_FIELDS = ("num_channels", "hidden_size", "patch_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "backbone_layers", "backbone_width")
+_PREFIXES = ("", "opt/target/", "params/")
+
+
+def _t(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def read_npz(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
+    """All arrays of a Flax checkpoint and the key prefix its trainer used ('' for the ViT releases)."""
+    with np.load(path, allow_pickle=False) as npz:
+        weights = {k: npz[k] for k in npz.files}
+    for prefix in _PREFIXES:
+        if f"{prefix}embedding/kernel" in weights:
+            return weights, prefix
+    raise ValueError(f"{path}: not a ViT checkpoint in Google's layout (no 'embedding/kernel' array)")
+
+
+def official_architecture(weights: dict[str, np.ndarray], p: str = "") -> dict[str, Any]:
+    """Config fields read off the arrays: sizes, depth, heads, head/pre-logits/class-token presence."""
+    emb = weights[f"{p}embedding/kernel"]  # (kh, kw, in, hidden)
+    if emb.shape[0] != emb.shape[1]:
+        raise ValueError(f"non-square patch kernel {emb.shape[:2]} is not supported")
+    depth = 0
+    while f"{p}Transformer/encoderblock_{depth}/LayerNorm_0/scale" in weights:
+        depth += 1
+    if depth == 0:
+        raise ValueError("no 'Transformer/encoderblock_0/...' arrays: only the original ViT release layout is read")
+    attn = f"{p}Transformer/encoderblock_0/MultiHeadDotProductAttention_1/"
+    arch: dict[str, Any] = dict(
+        hidden_size=emb.shape[3], patch_size=emb.shape[0], num_hidden_layers=depth,
+        num_attention_heads=weights[attn + "query/kernel"].shape[1],
+        intermediate_size=weights[f"{p}Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1],
+        qkv_bias=True,
+    )
+    soft: dict[str, Any] = dict(
+        class_token=f"{p}cls" in weights,
+        pooling="cls" if f"{p}cls" in weights else "gap",
+        fc_norm=False,  # Google's GAP averages encoder_norm outputs, no extra norm
+        representation_size=weights[f"{p}pre_logits/kernel"].shape[1] if f"{p}pre_logits/kernel" in weights else None,
+        num_labels=weights[f"{p}head/bias"].shape[0] if f"{p}head/bias" in weights else 0,
+        position_embedding_type="learned" if f"{p}Transformer/posembed_input/pos_embedding" in weights else "none",
+    )
+    if f"{p}conv_root/kernel" in weights:
+        arch.update(num_channels=weights[f"{p}conv_root/kernel"].shape[2],
+                    backbone_layers=official_backbone_layers(weights, p),
+                    backbone_width=weights[f"{p}conv_root/kernel"].shape[3])
+    else:
+        arch.update(num_channels=emb.shape[2])
+    return {"strict": arch, "soft": soft}
+
+
+def official_state_dict(weights: dict[str, np.ndarray], config: ViTConfig, p: str = "") -> dict[str, torch.Tensor]:
+    """Google arrays -> our base-model state dict (position embeddings resized to the config's grid)."""
+    c = config.hidden_size
+    out: dict[str, torch.Tensor] = {
+        # (kh, kw, in, out) -> (out, in, kh, kw)
+        "embeddings.patch_embed.proj.weight": _t(weights[f"{p}embedding/kernel"].transpose(3, 2, 0, 1)),
+        "embeddings.patch_embed.proj.bias": _t(weights[f"{p}embedding/bias"]),
+        "norm.weight": _t(weights[f"{p}Transformer/encoder_norm/scale"]),
+        "norm.bias": _t(weights[f"{p}Transformer/encoder_norm/bias"]),
+    }
+    if config.class_token:
+        out["embeddings.cls_token"] = _t(weights[f"{p}cls"]).reshape(1, 1, c)
+    if config.position_embedding_type == "learned":
+        pos = _t(weights[f"{p}Transformer/posembed_input/pos_embedding"]).reshape(1, -1, c)
+        prefix = int(config.class_token)
+        side = math.isqrt(pos.shape[1] - prefix)
+        if side * side != pos.shape[1] - prefix:
+            raise ValueError(f"position embedding with {pos.shape[1] - prefix} grid tokens is not a square grid")
+        grid = tuple(s // config.grid_stride for s in pair(config.image_size))
+        if grid != (side, side):
+            logger.info("resizing position embeddings %dx%d -> %dx%d", side, side, *grid)
+        out[POS] = resample_pos_embed(pos, grid, (side, side), num_prefix_tokens=prefix)
+    if config.representation_size:
+        out["pre_logits.fc.weight"] = _t(weights[f"{p}pre_logits/kernel"].T)  # Dense (in, out) -> Linear (out, in)
+        out["pre_logits.fc.bias"] = _t(weights[f"{p}pre_logits/bias"])
+    for i in range(config.num_hidden_layers):
+        src, dst = f"{p}Transformer/encoderblock_{i}/", f"encoder.blocks.{i}."
+        attn = src + "MultiHeadDotProductAttention_1/"
+        # query/key/value kernels (C, heads, head_dim) -> rows of a (3C, C) Linear weight; biases (heads, hd) -> (C,)
+        out[dst + "attn.qkv.weight"] = torch.cat([_t(weights[f"{attn}{n}/kernel"]).reshape(c, c).T
+                                                  for n in ("query", "key", "value")])
+        out[dst + "attn.qkv.bias"] = torch.cat([_t(weights[f"{attn}{n}/bias"]).reshape(c)
+                                                for n in ("query", "key", "value")])
+        # out kernel (heads, head_dim, C) -> (C_in, C_out) -> Linear weight (C_out, C_in)
+        out[dst + "attn.proj.weight"] = _t(weights[attn + "out/kernel"]).reshape(c, c).T
+        out[dst + "attn.proj.bias"] = _t(weights[attn + "out/bias"])
+        for ours, theirs in (("norm1", "LayerNorm_0"), ("norm2", "LayerNorm_2")):
+            out[f"{dst}{ours}.weight"] = _t(weights[f"{src}{theirs}/scale"])
+            out[f"{dst}{ours}.bias"] = _t(weights[f"{src}{theirs}/bias"])
+        for r in (1, 2):
+            dense = f"{src}MlpBlock_3/Dense_{r - 1}/"
+            out[f"{dst}mlp.fc{r}.weight"] = _t(weights[dense + "kernel"].T)
+            out[f"{dst}mlp.fc{r}.bias"] = _t(weights[dense + "bias"])
+    if isinstance(config, HybridConfig):
+        out.update(official_backbone_state_dict(weights, list(config.backbone_layers), p))
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def load_official_vit(path: str | Path, name: str, **overrides: Any) -> nn.Module:
+    """Google's ViT / R50+ViT `.npz` (github.com/google-research/vision_transformer) as our model.
+
+    Architecture (sizes, depth, heads, trunk) is read from the arrays and must agree with the preset `name` and
+    `overrides`; class token, pooling, pre-logits and the head size come from the file. `image_size` (from the
+    preset or an override) may differ from the checkpoint's: the position embeddings are resized bicubically.
+    A `num_labels` override different from the file's head leaves a freshly initialised classifier.
+    """
+    if name not in PRESETS:
+        get_config(name)  # raises the error listing valid names
+    weights, p = read_npz(path)
+    arch = official_architecture(weights, p)
+    hybrid_file = "backbone_layers" in arch["strict"]
+    if hybrid_file != issubclass(PRESETS[name].config_class, HybridConfig):
+        raise ValueError(f"{path} is a {'hybrid' if hybrid_file else 'plain ViT'} checkpoint but preset {name!r} is "
+                         f"{'a hybrid' if not hybrid_file else 'a plain ViT'}")
+    expected = get_config(name, **overrides)
+    for field in _ARCH_FIELDS:
+        if field in arch["strict"] and getattr(expected, field) != arch["strict"][field]:
+            raise ValueError(f"checkpoint has {field}={arch['strict'][field]!r} but preset {name!r} (with overrides) "
+                             f"says {getattr(expected, field)!r}; pick the matching preset or override {field}")
+    config = get_config(name, **{**arch["strict"], **arch["soft"], **overrides})
+    base = official_state_dict(weights, config, p)
+    file_labels = arch["soft"]["num_labels"]
+    if config.num_labels > 0 and config.num_labels == file_labels:
+        head = {"classifier.weight": _t(weights[f"{p}head/kernel"].T), "classifier.bias": _t(weights[f"{p}head/bias"])}
+        return build_and_load(config, base, head)
+    if config.num_labels > 0:  # new head (fine-tuning on another label set): keep its fresh initialisation
+        logger.warning("checkpoint head has %d classes, config asks for %d: classifier left freshly initialised",
+                       file_labels, config.num_labels)
+        model = (HybridForImageClassification if isinstance(config, HybridConfig) else ViTForImageClassification)(config)
+        model.vit.load_state_dict(base, strict=True)
+        return model.eval()
+    return build_and_load(config, base, None)
+
+
+TIMM_CONVERTERS.append((_is_timm_vit, convert_timm_vit))
+TRANSFORMERS_CONVERTERS["vit"] = convert_transformers_vit
+OFFICIAL_LOADERS["vit-"] = load_official_vit
