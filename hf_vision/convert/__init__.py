@@ -45,5 +45,3 @@ def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
 from . import mae  # noqa: E402,F401  (registers the MAE converters)
 from . import vit  # noqa: E402,F401  (registers the ViT and R50+ViT hybrid converters)
 from . import swin  # noqa: E402,F401  (registers the Swin converters)
-
-from . import vit as _vit  # noqa: E402,F401  (registers ViT and hybrid converters)
