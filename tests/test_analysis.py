@@ -162,3 +162,92 @@ def test_visualize_writes_figures_and_lists_skipped(tmp_path):
     assert all((tmp_path / f).stat().st_size > 1000 for f in drawn)
     index = (tmp_path / "index.html").read_text()
     assert "position embedding similarity" in index and "no position embedding" in index
+
+
+# ---------------------------------------------------------------- MAE
+
+def _tiny_mae():
+    from modeling.mae.configuration_mae import MAEConfig
+    from modeling.mae.modeling_mae import MAEForPreTraining
+
+    config = MAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                       decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    return MAEForPreTraining(config).eval()
+
+
+def test_mae_encoder_attention_sees_every_patch_and_config_is_restored():
+    model = _tiny_mae()
+    attentions = analysis.encoder_attentions(model, torch.randn(1, 3, 32, 32))
+    assert attentions[0].shape == (1, 4, 17, 17)  # class token + all 16 patches, nothing masked
+    assert model.config.mask_ratio == 0.75
+    table, kind, grid, prefix = analysis.position_embedding_table(model)
+    assert (kind, grid, prefix) == ("sincos2d", (4, 4), 1)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.75])
+def test_mae_reconstruction_panels(ratio):
+    from hf_vision.analysis.mae import reconstruction_panels
+
+    model = _tiny_mae()
+    pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+    panels = reconstruction_panels(model, pixels, ratio, noise=torch.rand(2, 16))
+    assert panels.shape == (2, 4, 32, 32, 3)
+    mean, std = np.asarray(model.config.image_mean), np.asarray(model.config.image_std)
+    original = np.clip(pixels.permute(0, 2, 3, 1).numpy() * std + mean, 0, 1)
+    np.testing.assert_allclose(panels[:, 0], original, atol=1e-6)
+    # (B, H, W, C) -> (B, 4, 8, 4, 8, C): per patch, is the masked panel the original or grey?
+    masked = panels[:, 1].reshape(2, 4, 8, 4, 8, 3)
+    orig = original.reshape(2, 4, 8, 4, 8, 3)
+    visible = np.all(np.isclose(masked, orig, atol=1e-5), axis=(2, 4, 5))
+    grey = np.all(masked == 0.5, axis=(2, 4, 5))
+    assert np.all(visible ^ grey)
+    assert np.all(grey.sum(axis=(1, 2)) == round(16 * ratio))
+    # reconstruction + visible keeps the visible patches exactly
+    pasted = panels[:, 3].reshape(2, 4, 8, 4, 8, 3)
+    assert np.allclose(np.where(visible[:, :, None, :, None, None], pasted - orig, 0), 0, atol=1e-5)
+    assert model.config.mask_ratio == 0.75
+
+
+def test_reconstruction_needs_the_decoder():
+    from hf_vision.analysis.mae import reconstruction_panels
+
+    with pytest.raises(AnalysisNotApplicable, match="reconstruct"):
+        reconstruction_panels(hf_vision.ViTModel(tiny_vit()), torch.rand(1, 3, 32, 32), 0.75)
+
+
+# ---------------------------------------------------------------- the script
+
+def test_visualize_script_writes_every_file(tmp_path):
+    checkpoint, images, out = tmp_path / "mae", tmp_path / "images", tmp_path / "figures"
+    _tiny_mae().save_pretrained(checkpoint)
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for name, size in [("wide", (48, 30)), ("gray", (40, 40))]:
+        array = rng.integers(0, 255, size[::-1] + ((3,) if name != "gray" else ()), dtype=np.uint8)
+        Image.fromarray(array).save(images / f"{name}.png")
+    result = subprocess.run(
+        [sys.executable, "scripts/visualize.py", "--model", str(checkpoint), "--images", str(images),
+         "--output_dir", str(out), "--mask_ratios", "0.5", "0.75"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = {"patch_embedding_filters.png", "position_embedding_similarity.png", "mean_attention_distance.png",
+                "attention_rollout.png", "mae_reconstruction_mask50.png", "mae_reconstruction_mask75.png"}
+    written = {p.name for p in out.glob("*.png")}
+    assert written == expected
+    index = (out / "index.html").read_text()
+    for name in expected:
+        assert f"src='{name}'" in index
+        with Image.open(out / name) as png:
+            assert png.size[0] > 200 and png.size[1] > 200
+
+
+def test_missing_main_job_output_is_a_clear_error(monkeypatch, tmp_path):
+    from hf_vision.analysis import report
+
+    monkeypatch.setattr(report, "_main_job_output_dirs", lambda: [tmp_path / "nothing-here"])
+    with pytest.raises(FileNotFoundError, match="pretrain_mae.py"):
+        report.default_model_dir()

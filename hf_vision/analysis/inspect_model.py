@@ -6,6 +6,7 @@ MAE's fixed sin-cos tables, Swin's windows); the analyses ask here and get eithe
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,8 +60,9 @@ def describe(model: nn.Module) -> ModelView:
     if backbone is None:
         raise AnalysisNotApplicable(f"{type(model).__name__} has no ViT-style embeddings + encoder to analyse")
     image_size = _pair(config.image_size)
-    stride = int(getattr(config, "grid_stride", config.patch_size))
-    grid = tuple(getattr(backbone.embeddings, "grid_size", (image_size[0] // stride, image_size[1] // stride)))
+    grid = tuple(getattr(backbone.embeddings, "grid_size", None) or
+                 (image_size[0] // config.patch_size, image_size[1] // config.patch_size))
+    stride = image_size[0] // grid[0]  # pixels per token: patch_size, or the hybrid's CNN stride x patch_size
     prefix = int(getattr(backbone.embeddings, "num_prefix_tokens", int(getattr(config, "class_token", True))))
     pooling = getattr(config, "pooling", "cls")
     return ModelView(family, backbone, grid, stride, prefix, pooling, image_size)
@@ -107,6 +109,8 @@ def position_embedding_table(model: nn.Module) -> tuple[torch.Tensor, str, tuple
     view = describe(model)
     table = getattr(view.backbone.embeddings, "position_embeddings", None)
     kind = getattr(view.backbone.embeddings, "position_embedding_type", getattr(config, "position_embedding_type", None))
+    if family == "mae":
+        kind = "sincos2d"  # both MAE tables are fixed 2-D sin-cos, as in the official code
     if table is None or kind == "none":
         raise AnalysisNotApplicable(
             f"{type(model).__name__} has no position embedding (position_embedding_type={kind!r}): "
@@ -115,11 +119,40 @@ def position_embedding_table(model: nn.Module) -> tuple[torch.Tensor, str, tuple
     return table.detach()[0], kind or "learned", view.grid_size, view.num_prefix_tokens
 
 
+@contextmanager
+def mask_ratio_set(model: nn.Module, mask_ratio: float):
+    """Temporarily run an MAE at another mask ratio (random masking), restoring the config afterwards.
+
+    MAE models read the ratio from their config at every forward; analyses need other ratios (0 to see the whole
+    image, 0.5-0.9 for the reconstruction grids) without a second copy of the model.
+    """
+    config = model.config
+    if not hasattr(config, "mask_ratio"):
+        yield model
+        return
+    saved = config.mask_ratio, getattr(config, "mask_strategy", None)
+    config.mask_ratio = mask_ratio
+    if saved[1] is not None:
+        config.mask_strategy = "random"
+    try:
+        yield model
+    finally:
+        config.mask_ratio = saved[0]
+        if saved[1] is not None:
+            config.mask_strategy = saved[1]
+
+
+def unmasked(model: nn.Module):
+    """An MAE encoder that sees every patch (a no-op for models that do not mask)."""
+    return mask_ratio_set(model, 0.0)
+
+
 @torch.no_grad()
 def encoder_attentions(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per-layer (B, heads, N, N) attention weights of the encoder over all patches (nothing masked)."""
     view = describe(model)
-    out = view.backbone(pixel_values, output_attentions=True, return_dict=True)
+    with unmasked(model):
+        out = view.backbone(pixel_values, output_attentions=True, return_dict=True)
     if not out.attentions:
         raise AnalysisNotApplicable(f"{type(view.backbone).__name__} returned no attention weights")
     return tuple(out.attentions)

@@ -66,17 +66,28 @@ def load_images(folder: str | Path | None = None, *, limit: int | None = None) -
 
 
 def load_model(name_or_path: str | Path) -> nn.Module:
-    """Load a checkpoint folder or Hub name as the class it was saved as (falls back to AutoModel), in eval mode."""
-    from transformers import AutoConfig, AutoModel
+    """Load any checkpoint hf_vision reads (ours as the class it was saved as, timm, transformers), in eval mode."""
+    from ..hub import from_pretrained
 
-    from ..auto import model_classes
+    return from_pretrained(str(name_or_path)).eval()
 
-    config = AutoConfig.from_pretrained(str(name_or_path))
-    by_name = {cls.__name__: cls for cls in model_classes()}
-    architecture = next((a for a in (config.architectures or []) if a in by_name), None)
-    model_cls = by_name.get(architecture, AutoModel)
-    model = model_cls.from_pretrained(str(name_or_path))
-    return model.eval()
+
+def default_model_dir() -> Path:
+    """The latest output of the main job (scripts/pretrain_mae.py): its default output folder, once it holds a
+    saved model (config.json)."""
+    candidates = _main_job_output_dirs()
+    for folder in candidates:
+        if (folder / "config.json").is_file():
+            return folder
+    where = ", ".join(str(c) for c in candidates) or "(the pre-training script's default output_dir is unknown)"
+    raise FileNotFoundError(
+        f"no --model given and no finished MAE pre-training output found in {where}; run "
+        "`python scripts/pretrain_mae.py` first or pass --model <checkpoint dir or Hub name>"
+    )
+
+
+def _main_job_output_dirs() -> list[Path]:
+    return []
 
 
 def _title(model: nn.Module) -> str:
