@@ -1,0 +1,188 @@
+"""Augmentation recipes on torchvision.transforms.v2, arranged for throughput.
+
+Per image we work on uint8 tensors: the random crop is drawn from the JPEG header's size *before* decoding,
+so the decoder can skip DCT detail the crop would throw away (`draft`), and RandomResizedCrop/RandAugment run
+on uint8. Conversion to float and normalisation happen once per batch in `Collate`, with the batch-level
+recipes (RandomErasing on normalised pixels, Mixup/CutMix, label smoothing), as in MAE's fine-tuning.
+
+- pre-training (MAE): RandomResizedCrop(scale=(0.2, 1.0), bicubic) + horizontal flip;
+- fine-tuning: RandomResizedCrop(scale=(0.08, 1.0), bicubic) + flip + RandAugment(2, 9), then in `Collate`
+  RandomErasing(0.25), Mixup(0.8)/CutMix(1.0) and label smoothing 0.1;
+- evaluation: resize to size / crop_pct (bicubic) + center crop.
+Mean, std and size come from the model's image processor (`PreprocessSpec.from_model`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .decode import load_rgb
+
+BICUBIC = v2.InterpolationMode.BICUBIC
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What the model expects: input size (height, width), normalisation, and the eval crop ratio."""
+
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float = 0.875
+
+    @classmethod
+    def from_processor(cls, processor: Any, *, crop_pct: float = 0.875) -> "PreprocessSpec":
+        """From an image processor (`model.image_processor()`, `AutoImageProcessor.from_pretrained`)."""
+        size = processor.size
+        size = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+        return cls(tuple(size), tuple(processor.image_mean), tuple(processor.image_std), crop_pct)
+
+    @classmethod
+    def from_model(cls, model: Any, *, crop_pct: float = 0.875) -> "PreprocessSpec":
+        return cls.from_processor(model.image_processor(), crop_pct=crop_pct)
+
+
+class RandomResizedCropDecode:
+    """Lazily opened PIL image -> augmented uint8 (3, H, W): crop drawn from the header, reduced decode."""
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        *,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        randaugment: tuple[int, int] | None = None,
+        reduced_decode: bool = True,
+    ) -> None:
+        self.size = tuple(size)
+        self.crop = v2.RandomResizedCrop(self.size, scale=scale, ratio=ratio, interpolation=BICUBIC, antialias=True)
+        rest = [v2.RandomHorizontalFlip(hflip)] if hflip > 0 else []
+        if randaugment is not None:
+            rest.append(v2.RandAugment(num_ops=randaugment[0], magnitude=randaugment[1]))
+        self.rest = v2.Compose(rest) if rest else None
+        self.reduced_decode = reduced_decode
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        full_w, full_h = image.size
+        params = self.crop.make_params([image])  # needs only the size: pixels are not decoded yet
+        top, left, height, width = params["top"], params["left"], params["height"], params["width"]
+        min_size = None
+        if self.reduced_decode:
+            # Largest reduction that keeps the crop at least as large as the output (never upsample).
+            factor = max(1.0, min(height / self.size[0], width / self.size[1]))
+            min_size = (full_w / factor, full_h / factor)
+        rgb, _ = load_rgb(image, min_size=min_size)
+        pixels = TF.pil_to_tensor(rgb)  # (3, h, w) uint8, h/w possibly reduced by the decoder
+        sy, sx = pixels.shape[1] / full_h, pixels.shape[2] / full_w
+        top, left = int(top * sy), int(left * sx)
+        height = max(1, min(round(height * sy), pixels.shape[1] - top))
+        width = max(1, min(round(width * sx), pixels.shape[2] - left))
+        out = TF.resized_crop(pixels, top, left, height, width, list(self.size), interpolation=BICUBIC, antialias=True)
+        return self.rest(out) if self.rest is not None else out
+
+
+class ResizeCenterCropDecode:
+    """Lazily opened PIL image -> uint8 (3, H, W): resize to size / crop_pct, then center crop (evaluation)."""
+
+    def __init__(self, size: tuple[int, int], *, crop_pct: float = 0.875, reduced_decode: bool = True) -> None:
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct={crop_pct} must be in (0, 1]")
+        self.size = tuple(size)
+        self.resize_to = tuple(math.floor(s / crop_pct) for s in self.size)
+        self.reduced_decode = reduced_decode
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        w, h = image.size
+        if self.size[0] == self.size[1]:  # square output: shorter side -> resize_to, keeping the aspect ratio
+            short = self.resize_to[0]
+            target = (max(short, round(h * short / w)), short) if w <= h else (short, max(short, round(w * short / h)))
+        else:
+            target = self.resize_to  # (height, width)
+        min_size = (target[1], target[0]) if self.reduced_decode else None
+        rgb, _ = load_rgb(image, min_size=min_size)
+        pixels = TF.resize(TF.pil_to_tensor(rgb), list(target), interpolation=BICUBIC, antialias=True)
+        return TF.center_crop(pixels, list(self.size))
+
+
+def pretrain_transform(spec: PreprocessSpec, *, scale: tuple[float, float] = (0.2, 1.0), hflip: float = 0.5,
+                       reduced_decode: bool = True) -> RandomResizedCropDecode:
+    """MAE pre-training: RandomResizedCrop(scale (0.2, 1), bicubic) + horizontal flip."""
+    return RandomResizedCropDecode(spec.size, scale=scale, hflip=hflip, reduced_decode=reduced_decode)
+
+
+def finetune_transform(spec: PreprocessSpec, *, scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5,
+                       randaugment: tuple[int, int] | None = (2, 9), reduced_decode: bool = True
+                       ) -> RandomResizedCropDecode:
+    """MAE fine-tuning, per image: RandomResizedCrop + flip + RandAugment (num_ops, magnitude)."""
+    return RandomResizedCropDecode(spec.size, scale=scale, hflip=hflip, randaugment=randaugment,
+                                   reduced_decode=reduced_decode)
+
+
+def eval_transform(spec: PreprocessSpec, *, reduced_decode: bool = True) -> ResizeCenterCropDecode:
+    return ResizeCenterCropDecode(spec.size, crop_pct=spec.crop_pct, reduced_decode=reduced_decode)
+
+
+class Collate:
+    """Examples {"pixel_values": uint8 (3, H, W), "labels": int} -> a normalised float batch.
+
+    Batch-level fine-tuning augmentation lives here: RandomErasing on normalised pixels (random-normal fill,
+    MAE's "pixel" mode), then Mixup or CutMix (one of them per batch, each with equal probability) and label
+    smoothing. With any of the last two, labels become soft targets (B, num_classes), which our
+    classification models' loss accepts.
+    """
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        num_classes: int | None = None,
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        label_smoothing: float = 0.0,
+        with_labels: bool = True,
+    ) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
+        self.erase = v2.RandomErasing(p=random_erasing, value="random") if random_erasing > 0 else None
+        mixers = []
+        if mixup_alpha > 0 or cutmix_alpha > 0 or label_smoothing > 0:
+            if not num_classes:
+                raise ValueError("num_classes is required for mixup_alpha, cutmix_alpha or label_smoothing")
+        if mixup_alpha > 0:
+            mixers.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        self.mix = v2.RandomChoice(mixers) if mixers else None
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        self.num_classes, self.label_smoothing, self.with_labels = num_classes, label_smoothing, with_labels
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float32 normalised."""
+        return (pixels.float() - self.mean) * self.inv_std
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pixels = self.normalize(torch.stack([e["pixel_values"] for e in examples]))
+        if self.erase is not None:
+            pixels = torch.stack([self.erase(p) for p in pixels])  # per sample: each gets its own box
+        batch = {"pixel_values": pixels}
+        if not self.with_labels or "labels" not in examples[0]:
+            return batch
+        labels = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
+        if self.mix is not None:
+            batch["pixel_values"], labels = self.mix(batch["pixel_values"], labels)
+        if self.label_smoothing > 0:
+            if labels.ndim == 1:
+                labels = torch.nn.functional.one_hot(labels, self.num_classes).float()
+            labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        batch["labels"] = labels
+        return batch
