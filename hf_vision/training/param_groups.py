@@ -96,12 +96,13 @@ def param_groups(
 
 def freeze_except_last_blocks(model: nn.Module, num_blocks: int) -> list[str]:
     """Partial fine-tuning: freeze everything except the last `num_blocks` blocks and what follows them (final
-    norms and head). 0 trains the head only. Returns the names of the parameters left trainable."""
+    norms and head). 0 trains the head only; all blocks is full fine-tuning. Returns the trainable names."""
     blocks = transformer_blocks(model)
     if not 0 <= num_blocks <= len(blocks):
         raise ValueError(f"num_blocks={num_blocks} must be in [0, {len(blocks)}] (the model has {len(blocks)} blocks)")
     ids, total = layer_ids(model)
-    first_trained = total - num_blocks + 1  # layer ids >= this stay trainable
+    # layer ids >= this stay trainable; all blocks means full fine-tuning, embeddings included
+    first_trained = 0 if num_blocks == total else total - num_blocks + 1
     trainable = []
     for name, param in model.named_parameters():
         param.requires_grad_(ids[name] >= first_trained)

@@ -252,18 +252,18 @@ class MAEPreTrainedModel(HFVisionPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """The official recipe: xavier-uniform Linear layers and patch projection (seen as a Linear), normal(0.02)
         class and mask tokens, LayerNorm at (1, 0), sin-cos tables. Only `init.*` calls, so that tensors loaded
-        from a checkpoint (flagged by transformers) are left alone."""
+        from a checkpoint (flagged by transformers) are left alone; and only on modules that own the tensors,
+        because transformers skips modules without direct parameters in remote code."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, PatchEmbed):
-            weight = module.proj.weight  # (dim, C, p, p) treated as a (dim, C*p*p) Linear
-            bound = math.sqrt(6.0 / (weight.shape[0] + weight[0].numel()))
-            init.uniform_(weight, -bound, bound)
-            if module.proj.bias is not None:
-                init.zeros_(module.proj.bias)
+        elif isinstance(module, nn.Conv2d):  # the patch projection, (dim, C, p, p) seen as a (dim, C*p*p) Linear
+            bound = math.sqrt(6.0 / (module.weight.shape[0] + module.weight[0].numel()))
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, MAEEmbeddings):
             init.normal_(module.cls_token, std=std)
             if module.mask_token is not None:
