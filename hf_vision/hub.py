@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from . import convert
 from .model_card import card_for_folder, card_for_model, validate_card
@@ -172,17 +172,30 @@ def from_pretrained(
     if config is None:
         raise ValueError(f"{name_or_path} has no config.json (neither a local folder nor a Hub repo with one)")
     with lenient_loading(not strict):
-        model_type = config.get("model_type") or ""
-        if model_type.startswith(OUR_MODEL_TYPE_PREFIX):
+        if (config.get("model_type") or "").startswith(OUR_MODEL_TYPE_PREFIX):
             cls = _our_class(config, auto_class)
             return cls.from_pretrained(name_or_path, **_drop_none(hub), **kwargs)
-        if "architecture" in config:  # timm's Hub format
-            converted = _from_timm_checkpoint(str(name_or_path), config, hub)
-        elif model_type:
-            converted = _from_transformers_checkpoint(str(name_or_path), config, hub)
-        else:
-            raise ValueError(f"{name_or_path}: config.json has neither model_type nor timm's architecture field")
-        return _reload_with(converted, auto_class, kwargs)
+        _, source = load_source(str(name_or_path), config, **hub)
+        return _reload_with(convert_source(source), auto_class, kwargs)
+
+
+def load_source(name_or_path: str, config: dict | None = None, **hub: Any):
+    """("timm" | "transformers", the foreign model with its released weights) for a foreign checkpoint."""
+    config = config if config is not None else _read_json(name_or_path, "config.json", **hub)
+    if config is None:
+        raise ValueError(f"{name_or_path} has no config.json")
+    if "architecture" in config:  # timm's Hub format
+        return "timm", _timm_source(name_or_path, config, hub)
+    if config.get("model_type"):
+        return "transformers", _transformers_source(name_or_path, config, hub)
+    raise ValueError(f"{name_or_path}: config.json has neither model_type nor timm's architecture field")
+
+
+def convert_source(source):
+    """Our model from a timm or transformers model (the family converters registered in hf_vision.convert)."""
+    if type(source).__module__.startswith("timm."):
+        return convert.from_timm(source)
+    return convert.from_transformers(source)
 
 
 def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +209,7 @@ def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:
         return json.loads(file.read_text()) if file.is_file() else None
     try:
         file = hf_hub_download(name_or_path, filename, **_drop_none(hub))
-    except EntryNotFoundError:
+    except RemoteEntryNotFoundError:  # the repo exists without this file (offline misses propagate as OSError)
         return None
     return json.loads(Path(file).read_text())
 
@@ -219,51 +232,23 @@ def _our_class(config: dict, auto_class: str | None):
     raise ValueError(f"model_type={config['model_type']!r} is not registered by this version of hf_vision")
 
 
-def _checkpoint_file(name_or_path: str, hub: dict, candidates: tuple[str, ...]) -> str:
-    local = Path(name_or_path)
-    for name in candidates:
-        if local.is_dir():
-            if (local / name).is_file():
-                return str(local / name)
-            continue
-        try:
-            return hf_hub_download(name_or_path, name, **_drop_none(hub))
-        except EntryNotFoundError:
-            continue
-    raise ValueError(f"{name_or_path} holds none of {', '.join(candidates)}")
-
-
-def _from_timm_checkpoint(name_or_path: str, config: dict, hub: dict):
-    """timm Hub layout: config.json {architecture, num_classes, pretrained_cfg, model_args} + model.safetensors."""
+def _timm_source(name_or_path: str, config: dict, hub: dict):
+    """timm's Hub layout (config.json with architecture/pretrained_cfg/model_args + weights), read by timm itself."""
     try:
         import timm
     except ImportError as error:
         raise ImportError(f"{name_or_path} is a timm checkpoint: `pip install timm` to convert it") from error
     if not convert.TIMM_CONVERTERS:
         raise ValueError(f"{name_or_path} is a timm checkpoint but no timm converter is registered in hf_vision.convert")
-    import torch
-
-    model = timm.create_model(
-        config["architecture"], pretrained=False, num_classes=config.get("num_classes", 1000),
-        pretrained_cfg=config.get("pretrained_cfg"), **(config.get("model_args") or {}),
-    )
-    weights = _checkpoint_file(name_or_path, hub, ("model.safetensors", "pytorch_model.bin"))
-    if weights.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state_dict = load_file(weights)
+    if Path(name_or_path).is_dir():
+        source = f"local-dir:{name_or_path}"
     else:
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state_dict, strict=True)
-    converted = convert.from_timm(model.eval())
-    labels = config.get("label_names")
-    if labels and len(labels) == getattr(converted.config, "num_labels", -1):
-        converted.config.id2label = dict(enumerate(labels))
-        converted.config.label2id = {name: i for i, name in enumerate(labels)}
-    return converted
+        source = f"hf-hub:{name_or_path}" + (f"@{hub['revision']}" if hub.get("revision") else "")
+    options = {"cache_dir": hub["cache_dir"]} if hub.get("cache_dir") else {}
+    return timm.create_model(source, pretrained=True, **options).eval()
 
 
-def _from_transformers_checkpoint(name_or_path: str, config: dict, hub: dict):
+def _transformers_source(name_or_path: str, config: dict, hub: dict):
     import transformers
 
     model_type = config["model_type"]
@@ -274,8 +259,7 @@ def _from_transformers_checkpoint(name_or_path: str, config: dict, hub: dict):
         )
     architecture = (config.get("architectures") or ["AutoModel"])[0]
     cls = getattr(transformers, architecture, None) or transformers.AutoModel
-    source = cls.from_pretrained(name_or_path, **_drop_none(hub))
-    return convert.from_transformers(source.eval())
+    return cls.from_pretrained(name_or_path, **_drop_none(hub)).eval()
 
 
 def _reload_with(model, auto_class: str | None, kwargs: dict[str, Any]):
@@ -287,3 +271,76 @@ def _reload_with(model, auto_class: str | None, kwargs: dict[str, Any]):
         config = json.loads((Path(folder) / "config.json").read_text())
         cls = _our_class(config, auto_class)
         return cls.from_pretrained(folder, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------ convert
+
+
+def convert_checkpoint(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    verify: bool = True,
+    atol: float = 1e-4,
+    license: str = "apache-2.0",
+) -> dict[str, Any]:
+    """Convert a foreign checkpoint (file, folder or Hub name) into our format in `output_dir`, with a card.
+
+    With the source library installed (timm, transformers) the converted model's outputs are compared with the
+    source model's on a random batch; a difference above `atol` raises. Returns a small report.
+    """
+    hub = dict(revision=revision, cache_dir=cache_dir)
+    path = Path(source)
+    reference, kind = None, "official"
+    if path.is_file():
+        if preset is None:
+            raise ValueError(f"{path} is a single checkpoint file: pass preset=<name> (see hf_vision.preset_names())")
+        model = convert.load_official(path, preset)
+    else:
+        kind, reference = load_source(str(source), **hub)
+        model = convert_source(reference)
+    model.eval()
+    model.save_pretrained(output_dir)
+    on_hub = not path.exists()
+    card = card_for_model(model, preset=preset, base_model=str(source) if on_hub else None, license=license,
+                          description=f"Converted to the hf-vision format from the {kind} checkpoint `{source}`.")
+    validate_card(card)
+    card.save(Path(output_dir) / "README.md")
+    report: dict[str, Any] = {"source": str(source), "kind": kind, "output_dir": str(output_dir),
+                              "architecture": type(model).__name__, "verified": False, "max_abs_diff": None}
+    if verify and reference is not None:
+        field, diff = compare_outputs(reference, model)
+        report.update(verified=True, compared=field, max_abs_diff=diff)
+        if diff > atol:
+            raise ValueError(f"converted {field} differs from the {kind} model by {diff:.3g} > atol={atol}")
+    (Path(output_dir) / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def compare_outputs(reference, model, *, batch: int = 2, seed: int = 0) -> tuple[str, float]:
+    """(field compared, max |difference|) between a source model and its conversion on one random batch."""
+    import inspect
+
+    import torch
+
+    config = model.config
+    size = config.image_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(batch, config.num_channels, height, width, generator=generator)
+    kwargs = {}
+    takes_noise = all("noise" in inspect.signature(m.forward).parameters for m in (reference, model))
+    if takes_noise:  # MAE: the same random masking on both sides
+        patches = (height // config.patch_size) * (width // config.patch_size)
+        kwargs["noise"] = torch.rand(batch, patches, generator=generator)
+    with torch.no_grad():
+        theirs, ours = reference(pixels, **kwargs), model(pixels, **kwargs)
+    for field in ("logits", "last_hidden_state", "pooler_output"):
+        a = theirs if isinstance(theirs, torch.Tensor) else getattr(theirs, field, None)
+        b = getattr(ours, field, None)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape:
+            return field, (a.float() - b.float()).abs().max().item()
+    raise ValueError(f"no comparable output between {type(reference).__name__} and {type(model).__name__}")

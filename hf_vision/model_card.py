@@ -316,6 +316,9 @@ def validate_card(card: ModelCard | str) -> None:
     meta = parsed.data.to_dict()
     if not text.startswith("---"):
         raise ValueError("the card has no YAML metadata block")
+    for key in ("license", "pipeline_tag", "library_name", "license_name", "model_name"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ValueError(f"{key} must be a string, got {meta[key]!r}")
     license_ = meta.get("license")
     if license_ is not None and license_ not in HUB_LICENSES:
         raise ValueError(f"license={license_!r} is not a Hub license identifier (e.g. apache-2.0, mit, other)")

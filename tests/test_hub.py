@@ -1,0 +1,544 @@
+"""Push and pull without a network: a loopback fake Hub (fake_hub.py), hand-built offline caches, fresh
+interpreters that cannot import this project, and the loading errors. A real-Hub round trip is opt-in:
+HF_VISION_REAL_HUB_REPO=user/scratch-repo HF_TOKEN=... pytest tests/test_hub.py -k real_hub
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+import transformers
+import yaml
+from huggingface_hub import constants as hub_constants
+from safetensors.torch import load_file, save_file
+
+import hf_vision
+from hf_vision import convert
+from hf_vision.hub import check_checkpoint_folder, push_folder, push_to_hub
+from hf_vision.model_card import build_model_card, card_for_folder, card_for_model, validate_card
+
+from .cases import CASES, tiny_vit
+from .fake_hub import FakeHub
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_fake_write_token"
+
+
+def _pixels(seed: int = 0, size: int = 32) -> torch.Tensor:
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _tiny_classifier(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return hf_vision.ViTForImageClassification(tiny_vit(**overrides)).eval()
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A fake Hub; huggingface_hub in this process talks to it (and only to it) with offline mode lifted."""
+    with FakeHub(token=TOKEN) as server:
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hub_constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        server.cache = tmp_path / "client-cache"
+        yield server
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHON", "TRANSFORMERS_"))}
+    env.update(HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="2")
+    env.update(extra)
+    return env
+
+
+# A fresh interpreter without site processing (so no editable-install hook), site-packages re-added by hand,
+# run from a temporary cwd: the project is unreachable, which the preamble proves before doing anything.
+_ISOLATED_PREAMBLE = textwrap.dedent("""
+    import importlib.util, sys, sysconfig
+    sys.path.append(sysconfig.get_paths()["purelib"])
+    for name in ("hf_vision", "modeling", "tests"):
+        assert importlib.util.find_spec(name) is None, name + " is importable"
+""")
+# Any connection attempt fails loudly (in addition to running without a network namespace where possible).
+_NO_NETWORK_PREAMBLE = textwrap.dedent("""
+    import socket
+    def _refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+    socket.socket.connect = _refuse
+    socket.create_connection = _refuse
+""")
+
+
+def _run_python(code: str, *, cwd: Path, env: dict[str, str], isolated: bool, no_network: bool = False) -> dict:
+    preamble = (_ISOLATED_PREAMBLE if isolated else f"import sys; sys.path.insert(0, {str(ROOT)!r})\n")
+    if no_network:
+        preamble += _NO_NETWORK_PREAMBLE
+    cmd = [sys.executable, "-I", "-S", "-c", preamble + textwrap.dedent(code)] if isolated else \
+        [sys.executable, "-c", preamble + textwrap.dedent(code)]
+    if no_network and shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"]).returncode == 0:
+        cmd = ["unshare", "-rn", *cmd]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------------- push
+
+
+def test_push_uploads_a_complete_checkpoint_in_one_commit(hub):
+    model = _tiny_classifier()
+    info = push_to_hub(model, "org/tiny-vit", token=TOKEN, commit_message="Add tiny ViT",
+                       card_kwargs=dict(datasets=["cifar10"], metrics={"eval_accuracy": 0.625, "eval_runtime": 2.0},
+                                        training_args={"learning_rate": 0.001, "epochs": 3}))
+    repo = hub.repos["org/tiny-vit"]
+    history = repo.history("main")
+    assert [c.message for c in history] == ["Add tiny ViT", "initial commit"]  # one commit carries everything
+    assert info.oid == history[0].oid
+    files = history[0].files
+    expected = {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling_vit.py",
+                "configuration_vit.py", "pretrained.py", "attention.py", "block.py", "patch_embed.py", "pos_embed.py"}
+    assert expected <= set(files)
+    config = json.loads(files["config.json"])
+    assert config["auto_map"] == {"AutoConfig": "configuration_vit.ViTConfig", "AutoModel": "modeling_vit.ViTModel",
+                                  "AutoModelForImageClassification": "modeling_vit.ViTForImageClassification"}
+    # flattened remote code: no parent-package imports survive
+    assert "from .." not in files["modeling_vit.py"].decode()
+    weights = load_file_from_bytes(files["model.safetensors"])
+    torch.testing.assert_close(weights["classifier.weight"], model.classifier.weight.detach())
+    meta = yaml.safe_load(files["README.md"].decode().split("---")[1])
+    assert meta["pipeline_tag"] == "image-classification" and meta["license"] == "apache-2.0"
+    assert meta["model-index"][0]["results"][0]["metrics"] == [{"type": "accuracy", "value": 0.625, "name": "accuracy"}]
+    # the files travelled inline (preupload said "regular"), and the card was validated by the server first
+    methods = [path for _, path in hub.requests]
+    assert "/api/validate-yaml" in methods and "/api/models/org/tiny-vit/commit/main" in methods
+
+
+def load_file_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def test_push_to_branch_private_repo_and_commit_messages(hub):
+    push_to_hub(_tiny_classifier(0), "org/vit", token=TOKEN, commit_message="v1 on main")
+    push_to_hub(_tiny_classifier(1), "org/vit", token=TOKEN, revision="dev", commit_message="v2 on dev",
+                commit_description="longer text")
+    repo = hub.repos["org/vit"]
+    assert [c.message for c in repo.history("dev")] == ["v2 on dev", "v1 on main", "initial commit"]
+    assert [c.message for c in repo.history("main")] == ["v1 on main", "initial commit"]
+    assert repo.history("dev")[0].description == "longer text"
+    assert repo.resolve("dev").files["model.safetensors"] != repo.resolve("main").files["model.safetensors"]
+
+    push_to_hub(_tiny_classifier(2), "org/secret", token=TOKEN, private=True)
+    assert hub.repos["org/secret"].private and not repo.private
+    with pytest.raises(huggingface_hub.errors.RepositoryNotFoundError):
+        huggingface_hub.hf_hub_download("org/secret", "config.json", cache_dir=hub.cache, token=False)
+    path = huggingface_hub.hf_hub_download("org/secret", "config.json", cache_dir=hub.cache, token=TOKEN)
+    assert json.loads(Path(path).read_text())["model_type"] == "hfv_vit"
+    with pytest.raises(huggingface_hub.errors.HfHubHTTPError):  # writing needs the token
+        push_to_hub(_tiny_classifier(), "org/other", token=False)
+
+
+def test_invalid_card_is_rejected_before_any_upload(hub, tmp_path):
+    model = _tiny_classifier()
+    model.save_pretrained(tmp_path)
+    (tmp_path / "README.md").write_text("---\nlicense: [not, a, string]\n---\n# card\n")
+    with pytest.raises(ValueError, match="license"):
+        push_folder(tmp_path, "org/bad-card", token=TOKEN)
+    assert "org/bad-card" not in hub.repos or len(hub.repos["org/bad-card"].history()) == 1
+
+
+def test_push_folder_builds_card_from_run_files_and_skips_training_leftovers(hub, tmp_path):
+    model = _tiny_classifier()
+    model.save_pretrained(tmp_path)
+    (tmp_path / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.5, "eval_top5": 0.9, "epoch": 2.0}))
+    (tmp_path / "run_args.json").write_text(json.dumps({"learning_rate": 3e-4, "batch_size": 8}))
+    (tmp_path / "optimizer.pt").write_bytes(b"x")
+    (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
+    push_folder(tmp_path, "org/run", token=TOKEN, card_kwargs=dict(datasets=["imagenet-1k"], eval_split="validation",
+                                                                  base_model="org/vit-base"))
+    files = hub.repos["org/run"].resolve("main").files
+    assert "optimizer.pt" not in files and not any(name.startswith("checkpoint-") for name in files)
+    card = huggingface_hub.ModelCard(files["README.md"].decode())
+    assert card.data.base_model == "org/vit-base" and card.data.datasets == ["imagenet-1k"]
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"accuracy": 0.5, "top5": 0.9}
+    assert card.data.eval_results[0].dataset_split == "validation"
+    assert "| learning_rate | 0.0003 |" in card.text and "| batch_size | 8 |" in card.text
+
+
+def test_push_folder_refuses_a_folder_that_would_not_load(tmp_path):
+    with pytest.raises(ValueError, match="config.json"):
+        check_checkpoint_folder(tmp_path)
+    _tiny_classifier().save_pretrained(tmp_path)
+    (tmp_path / "modeling_vit.py").unlink()
+    with pytest.raises(ValueError, match="modeling_vit.py"):
+        check_checkpoint_folder(tmp_path)
+
+
+# One case per model class: every family's folder carries the auto_map entries the issue asks for.
+_ONE_PER_CLASS = list({case.model_cls: case for case in CASES}.values())
+
+
+@pytest.mark.parametrize("case", _ONE_PER_CLASS, ids=[c.id for c in _ONE_PER_CLASS])
+def test_every_family_saves_a_pushable_folder_with_a_valid_card(case, tmp_path):
+    torch.manual_seed(0)
+    model = case.model_cls(case.make_config())
+    model.save_pretrained(tmp_path)
+    check_checkpoint_folder(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert {"AutoConfig", "AutoModel", case.auto_class} <= set(auto_map)
+    family = model.config.model_type
+    if family == "hfv_swin":
+        assert "AutoBackbone" in auto_map
+    if family == "hfv_mae":
+        assert "AutoModelForPreTraining" in auto_map
+    card = card_for_folder(tmp_path, repo_id="org/x")
+    validate_card(card)
+    tags = card.data.tags
+    assert any(tag.startswith("arxiv:") for tag in tags)
+    expected_pipeline = "image-classification" if case.auto_class == "AutoModelForImageClassification" \
+        else "image-feature-extraction"
+    assert card.data.pipeline_tag == expected_pipeline
+    assert f"{sum(p.numel() for p in model.parameters()):,}" in card.text or "Parameters" in card.text
+
+
+# ------------------------------------------------------------------------------------------------------- pull
+
+
+def test_fresh_interpreter_without_hf_vision_loads_pushed_checkpoints(hub, tmp_path):
+    main, dev, secret = _tiny_classifier(0), _tiny_classifier(1), _tiny_classifier(2)
+    push_to_hub(main, "org/tiny", token=TOKEN)
+    push_to_hub(dev, "org/tiny", token=TOKEN, revision="dev")
+    push_to_hub(secret, "org/secret", token=TOKEN, private=True)
+    pixels = _pixels()
+    torch.save(pixels, tmp_path / "pixels.pt")
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    out = _run_python(f"""
+        import json, torch
+        from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
+        x = torch.load({str(tmp_path / 'pixels.pt')!r})
+        out = {{}}
+        model = AutoModelForImageClassification.from_pretrained("org/tiny", trust_remote_code=True).eval()
+        out["module"] = type(model).__module__
+        out["main"] = model(x).logits.tolist()
+        dev = AutoModelForImageClassification.from_pretrained("org/tiny", revision="dev", trust_remote_code=True)
+        out["dev"] = dev.eval()(x).logits.tolist()
+        backbone = AutoModel.from_pretrained("org/tiny", trust_remote_code=True).eval()
+        out["backbone"] = type(backbone).__name__
+        out["mean"] = AutoImageProcessor.from_pretrained("org/tiny").image_mean
+        try:
+            AutoModel.from_pretrained("org/secret", trust_remote_code=True)
+            out["anonymous_private"] = "loaded"
+        except OSError as error:
+            out["anonymous_private"] = type(error).__name__
+        secret = AutoModelForImageClassification.from_pretrained("org/secret", trust_remote_code=True,
+                                                                 token={TOKEN!r}).eval()
+        out["secret"] = secret(x).logits.tolist()
+        print(json.dumps(out))
+    """, cwd=workdir, env=_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0"),
+        isolated=True)
+    assert out["module"].startswith("transformers_modules"), out["module"]
+    assert out["backbone"] == "ViTModel"
+    assert out["mean"] == list(main.config.image_mean)
+    assert out["anonymous_private"] != "loaded"
+    with torch.no_grad():
+        for key, model in (("main", main), ("dev", dev), ("secret", secret)):
+            torch.testing.assert_close(torch.tensor(out[key]), model(pixels).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_with_hf_vision_imported_registered_classes_win(hub):
+    model = _tiny_classifier()
+    push_to_hub(model, "org/tiny", token=TOKEN)
+    for loaded in (hf_vision.from_pretrained("org/tiny", cache_dir=hub.cache),
+                   transformers.AutoModelForImageClassification.from_pretrained("org/tiny", cache_dir=hub.cache)):
+        assert type(loaded) is hf_vision.ViTForImageClassification  # no trust_remote_code, no remote module
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(_pixels()).logits, model(_pixels()).logits, atol=0, rtol=0)
+    backbone = hf_vision.from_pretrained("org/tiny", cache_dir=hub.cache, auto_class="AutoModel")
+    assert type(backbone) is hf_vision.ViTModel
+
+
+def _hand_built_cache(home: Path, repo_id: str, folders: dict[str, Path]) -> None:
+    """$HF_HOME/hub/models--org--name/{refs/<branch>, snapshots/<sha>/...}: what a finished download leaves."""
+    root = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    for i, (branch, folder) in enumerate(folders.items()):
+        sha = f"{i + 1:040x}"
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / branch).write_text(sha)
+        shutil.copytree(folder, root / "snapshots" / sha)
+
+
+def test_offline_cache_in_process(tmp_path):
+    assert hub_constants.HF_HUB_OFFLINE  # conftest: tests never touch the network
+    main, dev = _tiny_classifier(0), _tiny_classifier(1)
+    main.save_pretrained(tmp_path / "main")
+    dev.save_pretrained(tmp_path / "dev")
+    _hand_built_cache(tmp_path / "home", "org/cached", {"main": tmp_path / "main", "dev": tmp_path / "dev"})
+    cache = tmp_path / "home" / "hub"
+    with torch.no_grad():
+        for revision, model in ((None, main), ("dev", dev)):
+            loaded = hf_vision.from_pretrained("org/cached", cache_dir=cache, revision=revision)
+            torch.testing.assert_close(loaded(_pixels()).logits, model(_pixels()).logits, atol=0, rtol=0)
+    with pytest.raises(OSError):
+        hf_vision.from_pretrained("org/not-cached", cache_dir=cache)
+
+
+def test_offline_cache_in_fresh_processes_with_network_disabled(tmp_path):
+    model = _tiny_classifier()
+    model.save_pretrained(tmp_path / "ckpt")
+    home = tmp_path / "home"
+    _hand_built_cache(home, "org/cached", {"main": tmp_path / "ckpt"})
+    torch.save(_pixels(), tmp_path / "pixels.pt")
+    env = _env(HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    code = f"""
+        import json, torch
+        x = torch.load({str(tmp_path / 'pixels.pt')!r})
+        from transformers import AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained("org/cached", trust_remote_code=True).eval()
+        out = {{"module": type(model).__module__, "logits": model(x).logits.tolist()}}
+        {{HF_VISION}}
+        print(json.dumps(out))
+    """
+    remote = _run_python(code.replace("{HF_VISION}", ""), cwd=tmp_path, env=env, isolated=True, no_network=True)
+    ours = _run_python(code.replace("{HF_VISION}", textwrap.dedent("""
+        import hf_vision
+        mine = hf_vision.from_pretrained("org/cached")
+        out["ours_module"] = type(mine).__module__
+        out["ours"] = mine(x).logits.tolist()
+        """).replace("\n", "\n        ")), cwd=tmp_path, env=env, isolated=False, no_network=True)
+    assert remote["module"].startswith("transformers_modules")
+    assert ours["ours_module"] == "modeling.vit.modeling_vit"
+    with torch.no_grad():
+        expected = model(_pixels()).logits
+    for logits in (remote["logits"], ours["logits"], ours["ours"]):
+        torch.testing.assert_close(torch.tensor(logits), expected, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ foreign checkpoints
+
+
+def _tiny_timm_vit(num_classes: int = 5):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.create_model("vit_base_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                             depth=2, num_heads=4, num_classes=num_classes).eval()
+
+
+def test_timm_hub_checkpoint_dispatch(tmp_path, monkeypatch):
+    """The timm path reads timm's config.json + safetensors (from a local folder or the offline cache) with timm."""
+    from timm.models import save_for_hf
+
+    source = _tiny_timm_vit()
+    save_for_hf(source, str(tmp_path / "timm-ckpt"), safe_serialization=True)
+    _hand_built_cache(tmp_path / "home", "timm/tiny_vit.test", {"main": tmp_path / "timm-ckpt"})
+    received = []
+    sentinel = _tiny_classifier()
+
+    def fake_converter(model):
+        received.append(model)
+        return sentinel
+
+    monkeypatch.setattr(convert, "TIMM_CONVERTERS", [(lambda m: True, fake_converter)])
+    for name in (str(tmp_path / "timm-ckpt"), "timm/tiny_vit.test"):
+        assert hf_vision.from_pretrained(name, cache_dir=tmp_path / "home" / "hub") is sentinel
+    for model in received:  # timm rebuilt the same architecture with the saved weights
+        for key, value in source.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[key], value, atol=0, rtol=0)
+    monkeypatch.setattr(convert, "TIMM_CONVERTERS", [])
+    with pytest.raises(ValueError, match="no timm converter"):
+        hf_vision.from_pretrained(str(tmp_path / "timm-ckpt"))
+
+
+def _registered_timm_vit() -> bool:
+    try:
+        _ = convert.from_timm(_tiny_timm_vit())
+        return True
+    except ValueError:
+        return False
+
+
+def test_timm_vit_conversion_matches_timm_outputs(tmp_path):
+    from timm.models import save_for_hf
+
+    source = _tiny_timm_vit()
+    if not _registered_timm_vit():
+        pytest.skip("no timm ViT converter registered in hf_vision.convert yet")
+    save_for_hf(source, str(tmp_path / "timm-ckpt"), safe_serialization=True)
+    ours = hf_vision.from_pretrained(str(tmp_path / "timm-ckpt"))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(_pixels()).logits, source(_pixels()), atol=1e-4, rtol=1e-4)
+    report = hf_vision.hub.convert_checkpoint(str(tmp_path / "timm-ckpt"), tmp_path / "out")
+    assert report["verified"] and report["max_abs_diff"] < 1e-4
+    validate_card((tmp_path / "out" / "README.md").read_text())
+
+
+def test_transformers_checkpoint_dispatch(tmp_path):
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64, num_labels=5)
+    torch.manual_seed(0)
+    source = transformers.ViTForImageClassification(config).eval()
+    source.save_pretrained(tmp_path / "hf-vit")
+    if "vit" not in convert.TRANSFORMERS_CONVERTERS:
+        with pytest.raises(ValueError, match="model_type='vit'"):
+            hf_vision.from_pretrained(str(tmp_path / "hf-vit"))
+        pytest.skip("no transformers ViT converter registered yet (dispatch error checked)")
+    ours = hf_vision.from_pretrained(str(tmp_path / "hf-vit"))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(_pixels()).logits, source(_pixels()).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_single_file_needs_a_preset(tmp_path):
+    (tmp_path / "ViT-B_16.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="preset"):
+        hf_vision.from_pretrained(tmp_path / "ViT-B_16.npz")
+
+
+# ------------------------------------------------------------------------------------------- loading errors
+
+
+def test_missing_weight_is_named(tmp_path):
+    _tiny_classifier().save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    removed = sorted(k for k in weights if k.endswith("fc2.weight"))[-1]  # the last block's MLP output weight
+    del weights[removed]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing") as error:
+        hf_vision.ViTForImageClassification.from_pretrained(tmp_path)
+    assert removed in str(error.value)
+    with pytest.warns(UserWarning, match=removed.replace(".", r"\.")):
+        hf_vision.from_pretrained(tmp_path, strict=False)
+
+
+def test_unexpected_weight_is_named(tmp_path):
+    _tiny_classifier().save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["vit.extra_projection.weight"] = torch.zeros(3, 3)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"not in the model.*vit\.extra_projection\.weight"):
+        hf_vision.from_pretrained(tmp_path)
+
+
+def test_wrong_shape_names_tensor_and_both_shapes(tmp_path):
+    _tiny_classifier().save_pretrained(tmp_path)
+    with pytest.raises(ValueError) as error:
+        hf_vision.from_pretrained(tmp_path, intermediate_size=48)
+    message = str(error.value)
+    assert "mlp.fc1.weight" in message and "(64, 32)" in message and "(48, 32)" in message
+    # asked for explicitly: re-initialised instead
+    model = hf_vision.from_pretrained(tmp_path, intermediate_size=48, ignore_mismatched_sizes=True)
+    assert model.config.intermediate_size == 48
+
+
+def test_new_heads_load_without_complaint(tmp_path):
+    backbone = hf_vision.ViTModel(tiny_vit()).eval()
+    backbone.save_pretrained(tmp_path / "backbone")
+    classifier, info = hf_vision.ViTForImageClassification.from_pretrained(tmp_path / "backbone",
+                                                                           output_loading_info=True)
+    assert info["missing_keys"] == {"classifier.weight", "classifier.bias"}  # only the new head
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    torch.testing.assert_close(classifier.vit.embeddings.cls_token, backbone.embeddings.cls_token)
+
+    trained = _tiny_classifier()
+    trained.save_pretrained(tmp_path / "cls")
+    relabelled = hf_vision.from_pretrained(tmp_path / "cls", num_labels=7)  # num_labels changed: a new head
+    assert relabelled.classifier.weight.shape == (7, 32)
+    torch.testing.assert_close(relabelled.vit.norm.weight, trained.vit.norm.weight)
+    dropped = hf_vision.from_pretrained(tmp_path / "cls", auto_class="AutoModel")  # the head is left behind
+    assert type(dropped) is hf_vision.ViTModel
+
+
+def test_partial_head_is_an_error(tmp_path):
+    _tiny_classifier().save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["classifier.bias"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="classifier.bias"):
+        hf_vision.from_pretrained(tmp_path)
+
+
+# -------------------------------------------------------------------------------------------------- model cards
+
+
+def test_card_content_and_local_validation():
+    model = _tiny_classifier()
+    card = card_for_model(model, repo_id="org/tiny", datasets="cifar10", base_model="google/vit-base-patch16-224",
+                          metrics={"eval_accuracy": 0.75, "eval_loss": 0.6, "eval_samples_per_second": 100.0},
+                          training_args={"optimizer": "adamw", "learning_rate": 0.001})
+    validate_card(card)
+    data = card.data
+    assert data.library_name == "transformers" and data.base_model == "google/vit-base-patch16-224"
+    assert "arxiv:2010.11929" in data.tags and "vit" in data.tags
+    assert {r.metric_type: r.metric_value for r in data.eval_results} == {"accuracy": 0.75, "loss": 0.6}
+    text = card.text
+    for needle in ("| Resolution | 32x32 |", "| Patch size | 8 |", "| optimizer | adamw |", "| accuracy | 0.75 |",
+                   'hf_vision.from_pretrained("org/tiny")', "trust_remote_code=True", "@inproceedings{dosovitskiy2021vit",
+                   f"{sum(p.numel() for p in model.parameters()):,}"):
+        assert needle in text, needle
+    preset_card = build_model_card(hf_vision.get_config("vit-base-patch16-224"))
+    assert "| Preset | vit-base-patch16-224 |" in preset_card.text
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"license": "apache2"}, "license"),
+    ({"pipeline_tag": "image-classifier"}, "pipeline_tag"),
+    ({"tags": [1, 2]}, "tags"),
+])
+def test_validation_names_the_bad_field(bad, field):
+    card = card_for_model(_tiny_classifier())
+    meta = yaml.safe_load(str(card).split("---")[1])
+    meta.update(bad)
+    with pytest.raises(ValueError, match=field):
+        validate_card(f"---\n{yaml.safe_dump(meta)}---\n{card.text}")
+
+
+def test_validation_rejects_non_numeric_results():
+    card = card_for_model(_tiny_classifier(), datasets=["cifar10"], metrics={"accuracy": 0.5})
+    broken = str(card).replace("value: 0.5", "value: high")
+    with pytest.raises(ValueError, match="non-numeric"):
+        validate_card(broken)
+
+
+# ------------------------------------------------------------------------------------------------------ scripts
+
+
+def test_push_script_end_to_end(hub, tmp_path):
+    _tiny_classifier().save_pretrained(tmp_path / "run")
+    (tmp_path / "run" / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.4}))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "push_to_hub.py"), str(tmp_path / "run"), "org/from-script",
+         "--private", "--revision", "exp1", "--commit_message", "from the script", "--datasets", "cifar10"],
+        env=_env(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0",
+                 PYTHONPATH=str(ROOT)),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    repo = hub.repos["org/from-script"]
+    assert repo.private and repo.history("exp1")[0].message == "from the script"
+    card = huggingface_hub.ModelCard(repo.resolve("exp1").files["README.md"].decode())
+    assert card.data.eval_results[0].metric_value == 0.4
+
+
+# ------------------------------------------------------------------------------------------ real Hub (opt-in)
+
+
+@pytest.mark.skipif(not os.environ.get("HF_VISION_REAL_HUB_REPO"), reason="set HF_VISION_REAL_HUB_REPO and HF_TOKEN")
+def test_real_hub_round_trip(monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    repo_id = os.environ["HF_VISION_REAL_HUB_REPO"]
+    model = _tiny_classifier()
+    push_to_hub(model, repo_id, private=True, commit_message="hf-vision test round trip")
+    loaded = hf_vision.from_pretrained(repo_id, force_download=True)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(_pixels()).logits, model(_pixels()).logits)
