@@ -16,7 +16,7 @@ from hf_vision import analysis
 from hf_vision.analysis import AnalysisNotApplicable
 from modeling.layers.pos_embed import sincos_2d
 
-from .cases import tiny_vit
+from .cases import tiny_hybrid, tiny_mae, tiny_swin, tiny_vit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,13 +167,7 @@ def test_visualize_writes_figures_and_lists_skipped(tmp_path):
 # ---------------------------------------------------------------- MAE
 
 def _tiny_mae():
-    from modeling.mae.configuration_mae import MAEConfig
-    from modeling.mae.modeling_mae import MAEForPreTraining
-
-    config = MAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
-                       decoder_num_attention_heads=2, decoder_intermediate_size=32)
-    return MAEForPreTraining(config).eval()
+    return hf_vision.MAEForPreTraining(tiny_mae()).eval()
 
 
 def test_mae_encoder_attention_sees_every_patch_and_config_is_restored():
@@ -251,3 +245,77 @@ def test_missing_main_job_output_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(report, "_main_job_output_dirs", lambda: [tmp_path / "nothing-here"])
     with pytest.raises(FileNotFoundError, match="pretrain_mae.py"):
         report.default_model_dir()
+
+
+# ---------------------------------------------------------------- hybrid and Swin
+
+def test_hybrid_has_no_patch_filters_but_attention_works():
+    model = hf_vision.HybridForImageClassification(tiny_hybrid()).eval()
+    with pytest.raises(AnalysisNotApplicable, match="ResNet"):
+        analysis.patch_projection_weight(model)
+    view = analysis.describe(model)
+    assert (view.grid_size, view.patch_size) == ((2, 2), 16)  # stride-16 trunk, 1x1 patches
+    attentions = analysis.encoder_attentions(model, torch.randn(1, 3, 32, 32))
+    assert analysis.attention_distances(attentions, view.grid_size, view.patch_size,
+                                        num_prefix_tokens=1).shape == (1, 2, 4)
+
+
+def test_shift_regions_known_layout():
+    from hf_vision.analysis.swin import shift_regions
+
+    bands = np.array([0, 0, 0, 0, 1, 1, 2, 2])  # 8 tokens, window 4, shift 2
+    np.testing.assert_array_equal(shift_regions(8, 8, 4, 2), 3 * bands[:, None] + bands[None, :])
+
+
+@pytest.mark.parametrize("h, w, window, shift", [(8, 8, 4, 2), (8, 12, 4, 2), (14, 14, 7, 3), (6, 9, 3, 1)])
+def test_region_mask_matches_the_models_shift_mask(h, w, window, shift):
+    from hf_vision.analysis.swin import region_attention_mask
+    from modeling.swin.modeling_swin import shift_mask
+
+    ours = region_attention_mask(h, w, window, shift)
+    np.testing.assert_array_equal(ours, shift_mask(h, w, window, shift).numpy() == 0)
+    assert ours[0].all()  # the top-left window is untouched by the shift: one region
+    assert not ours[-1].all()  # the bottom-right window mixes wrapped regions
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_window_attention_map_puts_each_key_where_it_came_from(shift):
+    from hf_vision.analysis.swin import window_attention_map
+
+    hp = wp = 8
+    window, key = 4, (1, 3)  # every window's centre query attends only to its token at row 1, column 3
+    n = window * window
+    attention = torch.zeros(1, 4, 2, n, n)
+    attention[:, :, :, (window // 2) * window + window // 2, key[0] * window + key[1]] = 1.0
+    amap = window_attention_map(attention, (hp, wp), window, shift, (hp, wp))
+    expected = np.zeros((hp, wp))
+    for a, b in itertools.product(range(2), range(2)):  # window (a, b) of the rolled map
+        expected[(a * window + key[0] + shift) % hp, (b * window + key[1] + shift) % wp] = 1.0
+    np.testing.assert_array_equal(amap[0], expected)
+
+
+def test_swin_shifted_block_attention_respects_the_region_mask():
+    from hf_vision.analysis.swin import region_attention_mask, stage_windows
+
+    model = hf_vision.SwinForImageClassification(tiny_swin()).eval()
+    blocks, stride = stage_windows(model, torch.randn(1, 3, 32, 32), stage=0)
+    assert stride == 4 and [(b.window, b.shift, b.size) for b in blocks] == [(2, 0, (8, 8)), (2, 1, (8, 8))]
+    allowed = torch.from_numpy(region_attention_mask(8, 8, 2, 1))  # (nW, 4, 4)
+    weights = blocks[1].attention[0]  # (nW, heads, 4, 4)
+    assert weights.shape == (16, 1, 4, 4)
+    assert torch.all(weights.masked_select(~allowed[:, None]) < 1e-30)
+    assert torch.all(weights.masked_select(allowed[:, None]) > 0)
+    with pytest.raises(ValueError, match="stage=5"):
+        stage_windows(model, torch.randn(1, 3, 32, 32), stage=5)
+
+
+def test_visualize_swin(tmp_path):
+    model = hf_vision.SwinModel(tiny_swin()).eval()
+    images = [("noise", np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))]
+    records = analysis.visualize(model, images, tmp_path, progress=False)
+    drawn = {r.file for r in records if isinstance(r, analysis.FigureRecord)}
+    assert drawn == {"patch_embedding_filters.png", "swin_window_attention.png", "swin_shift_regions.png"}
+    skipped = {r.name for r in records if isinstance(r, analysis.Skipped)}
+    assert "position embedding similarity" in skipped
+    with pytest.raises(AnalysisNotApplicable, match="windows"):
+        analysis.describe(model)

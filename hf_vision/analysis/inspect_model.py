@@ -102,10 +102,14 @@ def position_embedding_table(model: nn.Module) -> tuple[torch.Tensor, str, tuple
     family = family_of(model)
     config = model.config
     if family == "swin":
-        raise AnalysisNotApplicable(
-            "this Swin model has no absolute position embedding: position enters through the relative position "
-            "bias inside each window"
-        )
+        swin = getattr(model, "swin", model)
+        table = getattr(swin, "absolute_pos_embed", None)
+        if table is None:
+            raise AnalysisNotApplicable(
+                "this Swin model has no absolute position embedding (use_absolute_position_embeddings=False): "
+                "position enters only through the relative position bias inside each window"
+            )
+        return table.detach()[0], "learned", tuple(swin.grid_size), 0
     view = describe(model)
     table = getattr(view.backbone.embeddings, "position_embeddings", None)
     kind = getattr(view.backbone.embeddings, "position_embedding_type", getattr(config, "position_embedding_type", None))

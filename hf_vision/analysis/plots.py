@@ -124,6 +124,7 @@ def plot_rollout(images: np.ndarray, maps: np.ndarray, names: list[str], *, titl
     grid[0, b].set_axis_off()
     grid[1, b].set_axis_off()
     fig.colorbar(heat, cax=grid[2, b], label="relative attention")
+    fig.subplots_adjust(top=0.93, hspace=0.06, wspace=0.04)
     fig.suptitle(title or "Attention rollout to the input", fontsize=10)
     return fig
 
@@ -143,5 +144,109 @@ def plot_mae_reconstruction(panels: np.ndarray, names: list[str], *, mask_ratio:
                 ax.set_title(heads[j], fontsize=9)
         axes[i, 0].set_ylabel(names[i], fontsize=8)
     fig.suptitle(title or f"MAE reconstructions at mask ratio {mask_ratio:.2f}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _window_lines(ax, length: int, window: int, shift: int, stride: int, *, axis: str, **style) -> None:
+    for k in range(length // window + 1):
+        pos = ((k * window + shift) % max(length, 1)) * stride if shift else k * window * stride
+        (ax.axvline if axis == "x" else ax.axhline)(pos - 0.5, **style)
+
+
+def _per_window_unit(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Scale each window's values to max 1, so every window's pattern is visible."""
+    out = np.zeros_like(values, dtype=np.float64)
+    for wid in np.unique(ids):
+        sel = ids == wid
+        peak = values[sel].max()
+        out[sel] = values[sel] / peak if peak > 0 else 0.0
+    return out
+
+
+def plot_swin_window_attention(display: np.ndarray, per_image: list, names: list[str], *, stride: int,
+                               stage: int, title: str = "") -> Figure:
+    """Per image: the input with the regular windows, then each block's centre-query attention per window."""
+    b = len(per_image)
+    cols = 1 + max(len(p) for p in per_image)
+    fig, grid = plt.subplots(b, cols + 1, figsize=(2.8 * cols + 0.5, 2.8 * b + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.0] * cols + [0.05]})
+    heat = None
+    for i, blocks in enumerate(per_image):
+        img = display[i]
+        h, w = blocks[0][1].shape
+        extent = (-0.5, w * stride - 0.5, h * stride - 0.5, -0.5)
+        ax = grid[i, 0]
+        ax.imshow(img)
+        _window_lines(ax, w, blocks[0][0].window, 0, stride, axis="x", color="white", lw=0.8)
+        _window_lines(ax, h, blocks[0][0].window, 0, stride, axis="y", color="white", lw=0.8)
+        ax.set_ylabel(names[i], fontsize=8)
+        if i == 0:
+            ax.set_title("input + windows", fontsize=9)
+        for j, (block, amap, queries, ids) in enumerate(blocks, start=1):
+            ax = grid[i, j]
+            ax.imshow(img)
+            heat = ax.imshow(_per_window_unit(amap, ids), cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=extent,
+                             interpolation="nearest")
+            _window_lines(ax, w, block.window, block.shift, stride, axis="x", color="white", lw=0.8)
+            _window_lines(ax, h, block.window, block.shift, stride, axis="y", color="white", lw=0.8)
+            ax.scatter((queries[:, 1] + 0.5) * stride - 0.5, (queries[:, 0] + 0.5) * stride - 0.5, marker="x",
+                       s=14, c="white", linewidths=1.0)
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
+            if i == 0:
+                kind = f"shifted by {block.shift}" if block.shift else "regular"
+                ax.set_title(f"block {block.block + 1}: {kind} windows", fontsize=9)
+        for ax in grid[i, :cols]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in grid[i, len(blocks) + 1:cols]:
+            ax.set_axis_off()
+    for ax in grid[:, cols]:
+        ax.set_axis_off()
+    if heat is not None:
+        cax = grid[b // 2, cols]
+        cax.set_axis_on()
+        fig.colorbar(heat, cax=cax, label="attention from the x query (per window, max = 1)")
+    fig.subplots_adjust(top=1.0 - 0.45 / fig.get_figheight(), hspace=0.06, wspace=0.04)
+    fig.suptitle(title or f"Swin stage {stage + 1}: window attention of each window's centre token", fontsize=10)
+    return fig
+
+
+def plot_swin_shift_regions(regular: np.ndarray, shifted: np.ndarray, regions: np.ndarray, mask: np.ndarray, *,
+                            window: int, shift: int, stage: int, title: str = "") -> Figure:
+    """Regular and shifted partitions, the cyclic-shift regions, and the bottom-right window's mask."""
+    h, w = regular.shape
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.05]})
+    colours = plt.get_cmap("tab20")
+    for ax, ids, name, s in ((axes[0], regular, "regular partition", 0),
+                             (axes[1], shifted, f"shifted partition (by {shift}, wrapped pieces share a colour)",
+                              shift)):
+        ax.imshow(ids % 20, cmap=colours, vmin=0, vmax=19, interpolation="nearest")
+        _window_lines(ax, w, window, s, 1, axis="x", color="black", lw=1.2)
+        _window_lines(ax, h, window, s, 1, axis="y", color="black", lw=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("token column")
+        ax.set_ylabel("token row")
+    region_cmap = matplotlib.colors.ListedColormap(plt.get_cmap("Set3").colors[:9])
+    image = axes[2].imshow(regions, cmap=region_cmap, vmin=-0.5, vmax=8.5, interpolation="nearest")
+    _window_lines(axes[2], w, window, 0, 1, axis="x", color="black", lw=1.2)
+    _window_lines(axes[2], h, window, 0, 1, axis="y", color="black", lw=1.2)
+    for label in np.unique(regions):
+        rows, cols = np.nonzero(regions == label)
+        axes[2].text(cols.mean(), rows.mean(), str(label), ha="center", va="center", fontsize=9, weight="bold")
+    axes[2].set_title("after the cyclic shift: regions 0-8", fontsize=9)
+    axes[2].set_xlabel("token column (rolled)")
+    axes[2].set_ylabel("token row (rolled)")
+    fig.colorbar(image, ax=axes[2], ticks=range(9), fraction=0.046, pad=0.04, label="region")
+    allowed = mask[-1].astype(float)
+    image = axes[3].imshow(allowed, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[3].set_title(f"attention mask of the bottom-right window ({window * window} tokens)", fontsize=9)
+    axes[3].set_xlabel("key token")
+    axes[3].set_ylabel("query token")
+    bar = fig.colorbar(image, ax=axes[3], ticks=[0, 1], fraction=0.046, pad=0.04)
+    bar.ax.set_yticklabels(["masked (-100)", "allowed"])
+    fig.suptitle(title or f"Swin stage {stage + 1}: shifted windows and their region mask "
+                          f"(window {window}, shift {shift})", fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,9 +1,197 @@
 """Swin analyses: per-window attention of one stage and the shifted-window partition with its region mask.
 
-Waiting for modeling/swin; until then every entry point raises NotImplementedError.
+Swin attends inside M x M windows; every other block cyclically shifts the map by M // 2 first, so windows
+straddle the previous partition's borders. After the shift, a window at the bottom/right edge holds tokens
+from up to four regions that were not neighbours in the image (they wrapped around); the attention mask keeps
+those regions apart. Coordinates below are token positions of the stage's feature map; `rolled` means after the
+cyclic shift (rolled[y] = original[(y + shift) % H], as `torch.roll(x, -shift)` gives).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-def swin_figures(model, pixel_values, display, names, output_dir, *, stage: int = 0, progress: bool = True):
-    raise NotImplementedError("Swin window analyses are not implemented yet (modeling/swin has not landed)")
+import numpy as np
+import torch
+from torch import nn
+
+from .inspect_model import AnalysisNotApplicable, family_of
+
+
+def window_index(height: int, width: int, window: int) -> np.ndarray:
+    """(H, W) window number of each position of a map partitioned into M x M windows, row-major over windows
+    (the order `window_partition` folds them into the batch). H and W must be multiples of M."""
+    if height % window or width % window:
+        raise ValueError(f"map {height}x{width} is not a whole number of {window}x{window} windows")
+    rows, cols = np.meshgrid(np.arange(height) // window, np.arange(width) // window, indexing="ij")
+    return rows * (width // window) + cols
+
+
+def shifted_window_index(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """(H, W) window number of each ORIGINAL position under the shifted partition (wrapped pieces share the
+    number of the window they are folded into)."""
+    rolled = window_index(height, width, window)
+    # original position i sits at rolled position (i - shift) % H
+    return np.roll(rolled, shift=(shift, shift), axis=(0, 1))
+
+
+def shift_regions(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """(H, W) region label 0..8 of each ROLLED position: 3 bands per axis (untouched, the last window's
+    un-wrapped part, the wrapped-around strip), label = 3 * row band + column band."""
+    if not 0 < shift < window:
+        raise ValueError(f"shift={shift} must be in (0, window={window})")
+
+    def bands(n: int) -> np.ndarray:
+        band = np.zeros(n, dtype=np.int64)
+        band[n - window:n - shift] = 1
+        band[n - shift:] = 2
+        return band
+
+    return 3 * bands(height)[:, None] + bands(width)[None, :]
+
+
+def region_attention_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """(num_windows, M*M, M*M) bool: True where query and key of a shifted window may attend (same region)."""
+    labels = shift_regions(height, width, window, shift)
+    windows = window_index(height, width, window)
+    # (H, W) -> (num_windows, M*M): each window's labels in row-major token order
+    order = np.argsort(windows.reshape(-1), kind="stable")
+    per_window = labels.reshape(-1)[order].reshape(-1, window * window)
+    return per_window[:, :, None] == per_window[:, None, :]
+
+
+def window_attention_map(
+    attention: torch.Tensor,
+    padded: tuple[int, int],
+    window: int,
+    shift: int,
+    size: tuple[int, int],
+    *,
+    query: int | None = None,
+) -> np.ndarray:
+    """Attention of one query token per window, heads averaged, laid out on the ORIGINAL feature map.
+
+    attention: (B, num_windows, heads, M*M, M*M) of one block (num_windows over the padded map, row-major).
+    query: token index inside each window (default its centre). Returns (B, h, w) with each window's weights
+    (summing to one per window) at the positions of its keys; padding is cropped off.
+    """
+    b, nw, _, n, _ = attention.shape
+    hp, wp = padded
+    if n != window * window or nw != (hp // window) * (wp // window):
+        raise ValueError(
+            f"attention of shape {tuple(attention.shape)} does not match {hp}x{wp} map in {window}x{window} windows"
+        )
+    query = (window // 2) * window + window // 2 if query is None else query
+    rows = attention.detach().float().cpu().mean(dim=2)[:, :, query]  # (B, nW, M*M)
+    # (B, nW, M*M) -> (B, Hp/M, Wp/M, M, M) -> (B, Hp/M, M, Wp/M, M) -> (B, Hp, Wp), still rolled
+    rolled = rows.reshape(b, hp // window, wp // window, window, window).permute(0, 1, 3, 2, 4).reshape(b, hp, wp)
+    original = torch.roll(rolled, shifts=(shift, shift), dims=(1, 2)) if shift else rolled
+    return original[:, : size[0], : size[1]].numpy()
+
+
+def query_positions(padded: tuple[int, int], window: int, shift: int, size: tuple[int, int],
+                    *, query: int | None = None) -> np.ndarray:
+    """(K, 2) original (row, col) of each window's query token that falls inside the unpadded map."""
+    hp, wp = padded
+    query = (window // 2) * window + window // 2 if query is None else query
+    qr, qc = divmod(query, window)
+    rows, cols = np.meshgrid(np.arange(0, hp, window) + qr, np.arange(0, wp, window) + qc, indexing="ij")
+    rows, cols = (rows.reshape(-1) + shift) % hp, (cols.reshape(-1) + shift) % wp
+    inside = (rows < size[0]) & (cols < size[1])
+    return np.stack([rows[inside], cols[inside]], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------- the model side
+
+@dataclass(frozen=True)
+class BlockWindows:
+    """One block's windows on a stage map: the plan the model used and its attention weights."""
+
+    block: int  # index inside the stage
+    window: int
+    shift: int
+    size: tuple[int, int]  # the stage map (h, w)
+    padded: tuple[int, int]
+    attention: torch.Tensor  # (B, nW, heads, M*M, M*M)
+
+
+def swin_backbone(model: nn.Module) -> nn.Module:
+    if family_of(model) != "swin":
+        raise AnalysisNotApplicable(f"{type(model).__name__} is not a Swin model: it has no windows")
+    return getattr(model, "swin", model)
+
+
+@torch.no_grad()
+def stage_windows(model: nn.Module, pixel_values: torch.Tensor, stage: int) -> tuple[list[BlockWindows], int]:
+    """Each block of `stage` (0-based) with its window plan and attention; also the stage's pixels per token."""
+    swin = swin_backbone(model)
+    depths = list(model.config.depths)
+    if not 0 <= stage < len(depths):
+        raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{len(depths) - 1}")
+    features, attentions = swin.stage_features(pixel_values, output_attentions=True)
+    _, h, w, _ = features[stage + 1].shape  # the stage's map before patch merging
+    offset = sum(depths[:stage])
+    blocks = []
+    for k, block in enumerate(swin.layers[stage].blocks):
+        plan = block.plan(h, w, swin.window_cache, pixel_values.device, pixel_values.dtype)
+        blocks.append(BlockWindows(k, plan.window, plan.shift, (h, w), tuple(plan.padded),
+                                   attentions[offset + k]))
+    return blocks, model.config.patch_size * 2**stage
+
+
+def swin_figures(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    display: np.ndarray,
+    names: Sequence[str],
+    output_dir: str | Path,
+    *,
+    stage: int = 0,
+    progress: bool = True,
+) -> list:
+    """Window attention of `stage` (a regular and a shifted block) per image, and the shift-region figure."""
+    from tqdm.auto import tqdm
+
+    from . import plots
+    from .report import FigureRecord
+
+    per_image = []
+    for i in tqdm(range(pixel_values.shape[0]), desc="swin windows", unit="image", disable=not progress):
+        blocks, stride = stage_windows(model, pixel_values[i:i + 1], stage)
+        shown = [blocks[0]] + [b for b in blocks[1:2] if b.shift != blocks[0].shift]
+        per_image.append([
+            (b, window_attention_map(b.attention, b.padded, b.window, b.shift, b.size)[0],
+             query_positions(b.padded, b.window, b.shift, b.size),
+             shifted_window_index(*b.padded, b.window, b.shift)[: b.size[0], : b.size[1]])
+            for b in shown
+        ])
+    fig = plots.plot_swin_window_attention(display, per_image, list(names), stride=stride, stage=stage)
+    plots.save_figure(fig, Path(output_dir) / "swin_window_attention.png")
+    first = per_image[0]
+    records = [FigureRecord(
+        "swin_window_attention.png",
+        f"Stage {stage + 1}: attention of each window's centre token (heads averaged) in a regular block"
+        + (" and a shifted block" if len(first) > 1 else " (this stage has no shifted block at this size)")
+        + f"; lines are window borders ({first[0][0].window}x{first[0][0].window} tokens of {stride}px).",
+    )]
+    shifted = next((b for b, _, _, _ in first if b.shift), None)
+    if shifted is None:
+        from .report import Skipped
+
+        return records + [Skipped("swin shift regions", f"stage {stage + 1} uses no shifted windows at this input "
+                                  "size (its map is no larger than a window, or shifted_windows is off)")]
+    hp, wp = shifted.padded
+    fig = plots.plot_swin_shift_regions(
+        window_index(hp, wp, shifted.window), shifted_window_index(hp, wp, shifted.window, shifted.shift),
+        shift_regions(hp, wp, shifted.window, shifted.shift),
+        region_attention_mask(hp, wp, shifted.window, shifted.shift),
+        window=shifted.window, shift=shifted.shift, stage=stage,
+    )
+    plots.save_figure(fig, Path(output_dir) / "swin_shift_regions.png")
+    records.append(FigureRecord(
+        "swin_shift_regions.png",
+        f"Stage {stage + 1} ({hp}x{wp} tokens, window {shifted.window}, shift {shifted.shift}): regular and shifted "
+        "partitions, the cyclic-shift regions, and the attention mask of the bottom-right window.",
+    ))
+    return records
