@@ -369,3 +369,48 @@ def test_freeze_except_last_blocks():
     assert len(freeze_except_last_blocks(model, 3)) == sum(1 for _ in model.parameters())
     with pytest.raises(ValueError, match="num_blocks"):
         freeze_except_last_blocks(model, 4)
+
+
+# ---------------------------------------------------------------- Auto classes and remote code
+
+def test_auto_model_on_pretraining_checkpoint_is_the_encoder(tmp_path):
+    import transformers
+
+    mae = MAEForPreTraining(tiny_mae()).eval()
+    mae.save_pretrained(tmp_path)
+    encoder = transformers.AutoModel.from_pretrained(tmp_path).eval()
+    assert type(encoder) is MAEModel
+    pixels, noise = _inputs()
+    torch.testing.assert_close(encoder(pixels, noise).last_hidden_state, mae.vit(pixels, noise).last_hidden_state,
+                               atol=0, rtol=0)
+
+
+_REMOTE = """
+import importlib.util, sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".", sys.argv[1]) and not p.startswith(sys.argv[1])]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
+                    and "editable" not in getattr(f, "__name__", "").lower()]
+assert importlib.util.find_spec("hf_vision") is None and importlib.util.find_spec("modeling") is None
+import torch
+from transformers import AutoModelForPreTraining
+x, noise, expected = torch.load(sys.argv[3])
+model = AutoModelForPreTraining.from_pretrained(sys.argv[2], trust_remote_code=True).eval()
+assert type(model).__name__ == "MAEForPreTraining"
+assert torch.equal(model(x, noise).logits, expected)
+print("ok")
+"""
+
+
+def test_remote_code_without_the_package(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mae = MAEForPreTraining(tiny_mae(norm_pix_loss=True)).eval()
+    mae.save_pretrained(tmp_path / "ckpt")
+    pixels, noise = _inputs()
+    torch.save((pixels, noise, mae(pixels, noise).logits.detach()), tmp_path / "io.pt")
+    repo = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run([sys.executable, "-c", _REMOTE, repo, str(tmp_path / "ckpt"), str(tmp_path / "io.pt")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

@@ -21,7 +21,7 @@ from ..config_checks import pair
 from ..layers.block import Encoder
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import sincos_2d
-from ..pretrained import HFVisionPreTrainedModel
+from ..pretrained import HEAD_MODULES, HFVisionPreTrainedModel
 from .configuration_mae import MAEConfig
 
 
@@ -248,6 +248,9 @@ class MAEPreTrainedModel(HFVisionPreTrainedModel):
     base_model_prefix = "vit"
     _no_split_modules = ["MAEEmbeddings", "Block"]
     _auto_classes = {"AutoModel": "MAEModel", "AutoModelForPreTraining": "MAEForPreTraining"}
+    # The decoder is a pre-training head: AutoModel on a pre-training checkpoint drops it, and pre-training
+    # can start from an encoder-only checkpoint with a fresh one.
+    _head_modules = (*HEAD_MODULES, "decoder")
 
     def _init_weights(self, module: nn.Module) -> None:
         """The official recipe: xavier-uniform Linear layers and patch projection (seen as a Linear), normal(0.02)
