@@ -101,6 +101,16 @@ def test_masks_and_index_are_built_once_per_geometry():
     assert not any("mask" in k or "index" in k for k in model.state_dict())  # shape-only, never saved
 
 
+def test_cache_filled_under_inference_mode_serves_training():
+    model = _model()
+    x = _pixels(32, 32)
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    model(x).last_hidden_state.mean().backward()  # would raise if a cached mask were an inference tensor
+    assert model.layers[0].blocks[1].attn.relative_position_bias_table.grad is not None
+
+
 def test_cached_tensors_are_not_shared_across_models():
     a, b = _model(), _model()
     a(_pixels(32, 32))

@@ -73,11 +73,11 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
         self.num_layers = len(self.depths)
-        # channels after the last stage: what heads (and VisionEncoderDecoder) read as hidden_size
-        self.hidden_size = int(embed_dim * 2 ** (len(self.depths) - 1))
-        self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
         super().__init__(**kwargs)
         self.validate_swin()
+        # channels after the last stage: what heads (and VisionEncoderDecoder) read as hidden_size
+        self.hidden_size = embed_dim * 2 ** (len(self.depths) - 1)
+        self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(
             out_features=list(out_features) if out_features is not None else None,
             out_indices=list(out_indices) if out_indices is not None else None,

@@ -119,7 +119,8 @@ class WindowCache:
         if value is None:
             if len(self._store) >= self.max_entries:
                 self._store.pop(next(iter(self._store)))
-            value = self._store[key] = build()
+            with torch.inference_mode(False):  # built under inference_mode, still usable by a later training step
+                value = self._store[key] = build()
             self.builds += 1
         return value
 
