@@ -245,6 +245,40 @@ class Settings:
     seed: int = 0
 
 
+@register_suite("swin-tiny-patch4-window7-224")
+def _swin_t_suite(config_overrides: dict[str, Any], references: set[str]):
+    """Swin-T classifiers with the same config (drop-path rate included) in all three libraries."""
+    from modeling.swin.modeling_swin import SwinForImageClassification
+
+    config = get_config("swin-tiny-patch4-window7-224", **config_overrides)
+    contenders: dict[str, Contender | Unavailable] = {"ours": Contender(SwinForImageClassification(config),
+                                                                       "hf_classify")}
+    size = config.image_size if isinstance(config.image_size, int) else tuple(config.image_size)
+    if "timm" in references:
+        import timm
+
+        contenders["timm"] = Contender(timm.create_model(
+            "swin_tiny_patch4_window7_224", pretrained=False, img_size=size, patch_size=config.patch_size,
+            in_chans=config.num_channels, embed_dim=config.embed_dim, depths=tuple(config.depths),
+            num_heads=tuple(config.num_heads), window_size=config.window_size, mlp_ratio=config.mlp_ratio,
+            qkv_bias=config.qkv_bias, drop_path_rate=config.drop_path_rate, num_classes=config.num_labels,
+        ), "timm_classify")
+    if "transformers" in references:
+        from transformers import SwinConfig as HFSwinConfig
+        from transformers import SwinForImageClassification as HFSwin
+
+        hf_config = HFSwinConfig(
+            image_size=size, patch_size=config.patch_size, num_channels=config.num_channels,
+            embed_dim=config.embed_dim, depths=list(config.depths), num_heads=list(config.num_heads),
+            window_size=config.window_size, mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias,
+            drop_path_rate=config.drop_path_rate, layer_norm_eps=config.layer_norm_eps,
+            use_absolute_embeddings=config.use_absolute_position_embeddings, num_labels=config.num_labels,
+        )
+        hf_config._attn_implementation = "sdpa"
+        contenders["transformers"] = Contender(HFSwin(hf_config), "hf_classify")
+    return contenders
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
