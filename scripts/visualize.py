@@ -18,6 +18,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", default=None, help="folder of images (default: scikit-image's sample photos)")
     parser.add_argument("--output_dir", default="outputs/visualize")
     parser.add_argument("--max_images", type=int, default=None)
+    parser.add_argument("--max_shown", type=int, default=6, help="images per per-image figure (averages use all)")
     parser.add_argument("--num_components", type=int, default=28, help="principal components of the patch filters")
     parser.add_argument("--mask_ratios", type=float, nargs="+", default=[0.5, 0.75, 0.9], help="MAE grids")
     parser.add_argument("--swin_stage", type=int, default=0, help="Swin stage whose windows are drawn (0-based)")
@@ -33,7 +34,8 @@ def main(args: argparse.Namespace) -> None:
     model = load_model(model_path)
     images = load_images(args.images, limit=args.max_images)
     records = visualize(model, images, args.output_dir, num_components=args.num_components,
-                        mask_ratios=args.mask_ratios, swin_stage=args.swin_stage, seed=args.seed)
+                        mask_ratios=args.mask_ratios, swin_stage=args.swin_stage, seed=args.seed,
+                        max_shown=args.max_shown)
     for record in records:
         print(f"  {getattr(record, 'file', None) or 'skipped ' + record.name}: "
               f"{getattr(record, 'caption', None) or record.reason}")

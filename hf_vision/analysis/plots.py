@@ -58,8 +58,7 @@ def plot_position_similarity(similarity: np.ndarray, *, title: str = "") -> Figu
             mosaic[r:r + gh, c:c + gw] = similarity[i, j]
     side = min(9.0, 2.0 + 0.45 * max(gh, gw))
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     # the colour range starts at the smallest similarity present (learned tables rarely go below -0.3)
     low = max(-1.0, float(np.floor(10 * np.nanmin(mosaic)) / 10)) if np.nanmin(mosaic) < 1.0 else -1.0
     image = ax.imshow(mosaic, cmap=cmap, vmin=low, vmax=1.0, interpolation="nearest")
@@ -208,7 +207,7 @@ def plot_swin_window_attention(display: np.ndarray, per_image: list, names: list
         cax = grid[b // 2, cols]
         cax.set_axis_on()
         fig.colorbar(heat, cax=cax, label="attention from the x query (per window, max = 1)")
-    fig.subplots_adjust(top=1.0 - 0.45 / fig.get_figheight(), hspace=0.06, wspace=0.04)
+    fig.subplots_adjust(top=1.0 - 0.75 / fig.get_figheight(), hspace=0.06, wspace=0.04)
     fig.suptitle(title or f"Swin stage {stage + 1}: window attention of each window's centre token", fontsize=10)
     return fig
 

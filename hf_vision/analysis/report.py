@@ -60,7 +60,7 @@ def load_images(folder: str | Path | None = None, *, limit: int | None = None) -
         images = []
         for path in files:
             with Image.open(path) as img:
-                images.append((path.stem, np.asarray(img.convert("RGB"))))
+                images.append((path.stem, np.array(img.convert("RGB"))))  # a writable copy
     images = [(n, a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1)) for n, a in images]
     return images[:limit] if limit else images
 
@@ -103,16 +103,20 @@ def visualize(
     mask_ratios: Sequence[float] = (0.5, 0.75, 0.9),
     swin_stage: int = 0,
     seed: int = 0,
+    max_shown: int = 6,
     progress: bool = True,
 ) -> list[FigureRecord | Skipped]:
-    """Write every figure that makes sense for `model` and an index.html; returns what was drawn or skipped."""
+    """Write every figure that makes sense for `model` and an index.html; returns what was drawn or skipped.
+
+    Averages (mean attention distance) use every image; per-image figures show the first `max_shown`.
+    """
     from . import plots
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     family = family_of(model)
-    names = [name for name, _ in images]
+    names = [name for name, _ in images][:max_shown]
     records: list[FigureRecord | Skipped] = []
 
     def attempt(name: str, make: Callable[[], FigureRecord | list[FigureRecord]]) -> None:
@@ -150,16 +154,19 @@ def visualize(
     except AnalysisNotApplicable as err:
         view = None
         records.append(Skipped("mean attention distance / attention rollout", str(err)))
-    pixel_values, display = preprocess(model, [img for _, img in images])
+    # the images shown in per-image figures, preprocessed once; the attention pass takes one image at a time
+    pixel_values, display = preprocess(model, [img for _, img in images[:max_shown]])
     distances, maps = [], []
     if view is not None:
+        source = "cls" if view.pooling == "cls" and view.num_prefix_tokens else "mean"
         for i in tqdm(range(len(images)), desc="attention", unit="image", disable=not progress):
-            attentions = encoder_attentions(model, pixel_values[i:i + 1])
+            pixels = pixel_values[i:i + 1] if i < max_shown else preprocess(model, [images[i][1]])[0]
+            attentions = encoder_attentions(model, pixels)
             distances.append(attention_distances(attentions, view.grid_size, view.patch_size,
                                                  num_prefix_tokens=view.num_prefix_tokens))
-            source = "cls" if view.pooling == "cls" and view.num_prefix_tokens else "mean"
-            maps.append(rollout_map(attention_rollout(attentions), view.grid_size,
-                                    num_prefix_tokens=view.num_prefix_tokens, source=source))
+            if i < max_shown:
+                maps.append(rollout_map(attention_rollout(attentions), view.grid_size,
+                                        num_prefix_tokens=view.num_prefix_tokens, source=source))
 
         def distance() -> FigureRecord:
             mean = np.concatenate(distances).mean(axis=0)
