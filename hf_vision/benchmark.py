@@ -186,15 +186,15 @@ class BitViTForImageClassification(nn.Module):
         size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
         bit = BitConfig(
             num_channels=config.num_channels, layer_type="bottleneck", global_padding="SAME",
-            embedding_dynamic_padding=True, depths=list(config.backbone_depths),
-            hidden_sizes=[256, 512, 1024][: len(config.backbone_depths)],
-            out_features=[f"stage{len(config.backbone_depths)}"],
+            embedding_dynamic_padding=True, depths=list(config.backbone_layers),
+            embedding_size=config.backbone_width, num_groups=config.backbone_norm_groups,
+            hidden_sizes=[4 * config.backbone_width * 2**i for i in range(len(config.backbone_layers))],
+            out_features=[f"stage{len(config.backbone_layers)}"],
         )
         self.backbone = BitBackbone(bit)
-        stride = 4 * 2 ** (len(config.backbone_depths) - 1)
         vit_config = _transformers_vit_config(config)
-        vit_config.image_size, vit_config.patch_size = size // stride, 1
-        vit_config.num_channels = bit.hidden_sizes[len(config.backbone_depths) - 1]
+        vit_config.image_size = size // config.backbone_stride
+        vit_config.num_channels = config.backbone_channels
         vit_config._attn_implementation = "sdpa"
         self.vit = HFViT(vit_config)
 
@@ -216,9 +216,9 @@ def _hybrid_suite(config_overrides: dict[str, Any], references: set[str]):
     if "timm" in references:
         import timm
 
-        kwargs = {k: v for k, v in _vit_kwargs(config).items() if k not in ("patch_size",)}
-        if tuple(getattr(config, "backbone_depths", (3, 4, 9))) != (3, 4, 9):
-            contenders["timm"] = Unavailable("timm's vit_base_r50_s16_224 has a fixed (3, 4, 9) backbone")
+        kwargs = _vit_kwargs(config)
+        if tuple(config.backbone_layers) != (3, 4, 9) or config.backbone_width != 64:
+            contenders["timm"] = Unavailable("timm's vit_base_r50_s16_224 has a fixed R50 (3, 4, 9), width 64")
         else:
             contenders["timm"] = Contender(
                 timm.create_model("vit_base_r50_s16_224", pretrained=False, **kwargs), "timm_classify"
