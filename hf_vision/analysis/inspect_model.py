@@ -74,7 +74,7 @@ def patch_projection_weight(model: nn.Module) -> torch.Tensor:
     if family == "hybrid":
         raise AnalysisNotApplicable(
             "the hybrid's first layer is a ResNet stem (7x7 conv, stride 2), not a patch projection of pixels: "
-            "its patch embedding is a 1x1 projection of CNN features, so there are no RGB patch filters to show"
+            "its patch embedding projects CNN feature maps, so there are no RGB patch filters to show"
         )
     if family == "swin":
         conv = _first_conv(model)
