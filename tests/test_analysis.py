@@ -316,3 +316,13 @@ def test_visualize_swin(tmp_path):
     assert "position embedding similarity" in skipped
     with pytest.raises(AnalysisNotApplicable, match="windows"):
         analysis.describe(model)
+
+
+def test_centre_crop_keeps_the_middle_at_the_model_aspect():
+    from hf_vision.analysis.inspect_model import centre_crop_to_aspect
+
+    image = np.arange(6 * 10).reshape(6, 10, 1)
+    square = centre_crop_to_aspect(image, 1.0)
+    np.testing.assert_array_equal(square, image[:, 2:8])
+    np.testing.assert_array_equal(centre_crop_to_aspect(image.transpose(1, 0, 2), 1.0), image.transpose(1, 0, 2)[2:8])
+    assert centre_crop_to_aspect(image, 0.5).shape[:2] == (5, 10)

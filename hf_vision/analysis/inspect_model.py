@@ -169,11 +169,24 @@ def image_mean_std(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def centre_crop_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
+    """The largest centred crop of (H, W, C) with height / width == aspect, so resizing does not squash it."""
+    h, w = image.shape[:2]
+    if h > aspect * w:
+        top = int(round((h - aspect * w) / 2))
+        return image[top:top + int(round(aspect * w))]
+    left = int(round((w - h / aspect) / 2))
+    return image[:, left:left + int(round(h / aspect))]
+
+
 def preprocess(model: nn.Module, images: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
     """uint8 (H, W, 3) images -> model input (B, 3, h, w) at the configured size and the same pixels in [0, 1]
-    as (B, h, w, 3) for drawing; resizing and normalisation follow the model's own image processor."""
+    as (B, h, w, 3) for drawing: centre-cropped to the model's aspect ratio, then resized and normalised by the
+    model's own image processor."""
     processor = model.image_processor()
-    pixel_values = processor(images=list(images), return_tensors="pt")["pixel_values"]
+    height, width = _pair(model.config.image_size)
+    cropped = [centre_crop_to_aspect(np.asarray(img), height / width) for img in images]
+    pixel_values = processor(images=cropped, return_tensors="pt")["pixel_values"]
     mean, std = image_mean_std(model)
     # (B, 3, h, w) -> (B, h, w, 3)
     display = pixel_values.permute(0, 2, 3, 1).numpy() * std + mean
