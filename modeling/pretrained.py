@@ -86,10 +86,11 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> t
     )
 
 
-# Module names a task model puts on top of its backbone. A checkpoint holding none of a head's weights (a backbone
-# or pre-training checkpoint) loads with that head freshly initialised; a head of another size (num_labels
-# changed) is re-initialised; a headless model drops the checkpoint's head. Anything else must match exactly.
-HEAD_MODULES = ("classifier", "head_norm", "fc_norm")
+# Module names a task model puts on top of its backbone (`head` is Swin's classifier, `hidden_states_norms` a
+# backbone's per-stage output norms). A checkpoint holding none of a head's weights (a backbone or pre-training
+# checkpoint) loads with that head freshly initialised; a head of another size (num_labels changed) is
+# re-initialised; a headless model drops the checkpoint's head. Anything else must match exactly.
+HEAD_MODULES = ("classifier", "head", "head_norm", "fc_norm", "hidden_states_norms")
 
 _STRICT_LOADING: contextvars.ContextVar[bool] = contextvars.ContextVar("hf_vision_strict_loading", default=True)
 

@@ -25,7 +25,7 @@ from hf_vision import convert
 from hf_vision.hub import check_checkpoint_folder, push_folder, push_to_hub
 from hf_vision.model_card import build_model_card, card_for_folder, card_for_model, validate_card
 
-from .cases import CASES, tiny_vit
+from .cases import CASES, tiny_mae, tiny_swin, tiny_vit
 from .fake_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,8 +221,17 @@ def test_fresh_interpreter_without_hf_vision_loads_pushed_checkpoints(hub, tmp_p
     push_to_hub(main, "org/tiny", token=TOKEN)
     push_to_hub(dev, "org/tiny", token=TOKEN, revision="dev")
     push_to_hub(secret, "org/secret", token=TOKEN, private=True)
+    torch.manual_seed(0)
+    swin = hf_vision.SwinForImageClassification(tiny_swin()).eval()
+    swin_backbone = hf_vision.SwinBackbone(tiny_swin()).eval()
+    mae = hf_vision.MAEForPreTraining(tiny_mae()).eval()
+    push_to_hub(swin, "org/swin", token=TOKEN)
+    push_to_hub(swin_backbone, "org/swin-backbone", token=TOKEN)
+    push_to_hub(mae, "org/mae", token=TOKEN)
     pixels = _pixels()
+    noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(5))
     torch.save(pixels, tmp_path / "pixels.pt")
+    torch.save(noise, tmp_path / "noise.pt")
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     out = _run_python(f"""
@@ -246,6 +255,14 @@ def test_fresh_interpreter_without_hf_vision_loads_pushed_checkpoints(hub, tmp_p
         secret = AutoModelForImageClassification.from_pretrained("org/secret", trust_remote_code=True,
                                                                  token={TOKEN!r}).eval()
         out["secret"] = secret(x).logits.tolist()
+        from transformers import AutoBackbone, AutoModelForPreTraining
+        backbone = AutoBackbone.from_pretrained("org/swin-backbone", trust_remote_code=True).eval()
+        out["swin_maps"] = [f.tolist() for f in backbone(x).feature_maps]
+        out["swin"] = AutoModelForImageClassification.from_pretrained("org/swin", trust_remote_code=True).eval()(x).logits.tolist()
+        noise = torch.load({str(tmp_path / 'noise.pt')!r})
+        mae = AutoModelForPreTraining.from_pretrained("org/mae", trust_remote_code=True).eval()
+        out["mae_module"] = type(mae).__module__
+        out["mae"] = mae(x, noise=noise).logits.tolist()
         print(json.dumps(out))
     """, cwd=workdir, env=_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0"),
         isolated=True)
@@ -256,6 +273,14 @@ def test_fresh_interpreter_without_hf_vision_loads_pushed_checkpoints(hub, tmp_p
     with torch.no_grad():
         for key, model in (("main", main), ("dev", dev), ("secret", secret)):
             torch.testing.assert_close(torch.tensor(out[key]), model(pixels).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.tensor(out["swin"]), swin(pixels).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.tensor(out["mae"]), mae(pixels, noise=noise).logits, atol=1e-5, rtol=1e-5)
+    assert out["mae_module"].startswith("transformers_modules")
+    with torch.no_grad():
+        maps = swin_backbone(pixels).feature_maps
+    assert len(out["swin_maps"]) == len(maps) > 0
+    for got, expected in zip(out["swin_maps"], maps):
+        torch.testing.assert_close(torch.tensor(got), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_with_hf_vision_imported_registered_classes_win(hub):
@@ -295,35 +320,23 @@ def test_offline_cache_in_process(tmp_path):
         hf_vision.from_pretrained("org/not-cached", cache_dir=cache)
 
 
-def test_offline_cache_in_fresh_processes_with_network_disabled(tmp_path):
+def test_offline_cache_in_a_fresh_process_with_network_disabled(tmp_path):
+    """No network namespace (unshare -rn) plus refused sockets: only the hand-built cache can serve the files."""
     model = _tiny_classifier()
     model.save_pretrained(tmp_path / "ckpt")
     home = tmp_path / "home"
     _hand_built_cache(home, "org/cached", {"main": tmp_path / "ckpt"})
     torch.save(_pixels(), tmp_path / "pixels.pt")
-    env = _env(HF_HOME=str(home), HF_HUB_OFFLINE="1")
-    code = f"""
+    out = _run_python(f"""
         import json, torch
         x = torch.load({str(tmp_path / 'pixels.pt')!r})
         from transformers import AutoModelForImageClassification
         model = AutoModelForImageClassification.from_pretrained("org/cached", trust_remote_code=True).eval()
-        out = {{"module": type(model).__module__, "logits": model(x).logits.tolist()}}
-        {{HF_VISION}}
-        print(json.dumps(out))
-    """
-    remote = _run_python(code.replace("{HF_VISION}", ""), cwd=tmp_path, env=env, isolated=True, no_network=True)
-    ours = _run_python(code.replace("{HF_VISION}", textwrap.dedent("""
-        import hf_vision
-        mine = hf_vision.from_pretrained("org/cached")
-        out["ours_module"] = type(mine).__module__
-        out["ours"] = mine(x).logits.tolist()
-        """).replace("\n", "\n        ")), cwd=tmp_path, env=env, isolated=False, no_network=True)
-    assert remote["module"].startswith("transformers_modules")
-    assert ours["ours_module"] == "modeling.vit.modeling_vit"
+        print(json.dumps({{"module": type(model).__module__, "logits": model(x).logits.tolist()}}))
+    """, cwd=tmp_path, env=_env(HF_HOME=str(home), HF_HUB_OFFLINE="1"), isolated=True, no_network=True)
+    assert out["module"].startswith("transformers_modules")
     with torch.no_grad():
-        expected = model(_pixels()).logits
-    for logits in (remote["logits"], ours["logits"], ours["ours"]):
-        torch.testing.assert_close(torch.tensor(logits), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.tensor(out["logits"]), model(_pixels()).logits, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ foreign checkpoints
@@ -397,6 +410,116 @@ def test_transformers_checkpoint_dispatch(tmp_path):
     ours = hf_vision.from_pretrained(str(tmp_path / "hf-vit"))
     with torch.no_grad():
         torch.testing.assert_close(ours(_pixels()).logits, source(_pixels()).logits, atol=1e-4, rtol=1e-4)
+
+
+def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    """Random values everywhere: fresh zero biases / unit norms would hide a mis-mapped weight."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.05)
+    return model.eval()
+
+
+def _timm_swin(folder: Path):
+    from timm.models import save_for_hf
+
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = _perturbed(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5,
+                                         img_size=64, window_size=4, embed_dim=16, depths=(2, 2, 2, 2),
+                                         num_heads=(1, 2, 2, 4)))
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return model, 64, lambda out: out
+
+
+def _hf_vit(folder: Path):
+    torch.manual_seed(0)
+    model = _perturbed(transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=5)))
+    model.save_pretrained(folder)
+    return model, 32, lambda out: out.logits
+
+
+def _hf_mae(folder: Path):
+    torch.manual_seed(0)
+    model = _perturbed(transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2,
+        decoder_intermediate_size=32, layer_norm_eps=1e-6)))
+    model.save_pretrained(folder)
+    return model, 32, lambda out: out.logits
+
+
+def _hf_swin(folder: Path):
+    torch.manual_seed(0)
+    model = _perturbed(transformers.SwinForImageClassification(transformers.SwinConfig(
+        image_size=64, embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=2, num_labels=5)))
+    model.save_pretrained(folder)
+    return model, 64, lambda out: out.logits
+
+
+@pytest.mark.parametrize("repo_id, build, family", [
+    ("timm/swin_tiny_patch4_window7_224.test", _timm_swin, "hfv_swin"),
+    ("google/vit-tiny-patch8-32.test", _hf_vit, "hfv_vit"),
+    ("facebook/vit-mae-tiny.test", _hf_mae, "hfv_mae"),
+    ("microsoft/swin-tiny.test", _hf_swin, "hfv_swin"),
+], ids=["timm-swin", "transformers-vit", "transformers-vit-mae", "transformers-swin"])
+def test_foreign_hub_checkpoint_in_one_call_from_the_offline_cache(repo_id, build, family, tmp_path):
+    source, size, output_of = build(tmp_path / "released")
+    _hand_built_cache(tmp_path / "home", repo_id, {"main": tmp_path / "released"})
+    ours = hf_vision.from_pretrained(repo_id, cache_dir=tmp_path / "home" / "hub")
+    assert ours.config.model_type == family
+    pixels = _pixels(size=size)
+    kwargs = {}
+    if family == "hfv_mae":  # the same random masking on both sides
+        kwargs["noise"] = torch.rand(2, (size // 8) ** 2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(pixels, **kwargs).logits, output_of(source(pixels, **kwargs)),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_foreign_checkpoint_at_a_new_resolution_and_head(tmp_path):
+    _hf_vit(tmp_path / "released")
+    ours = hf_vision.from_pretrained(tmp_path / "released", image_size=48, num_labels=3)
+    assert ours.config.image_size == 48 and ours.classifier.out_features == 3
+    assert ours.vit.embeddings.position_embeddings.shape == (1, 1 + 6 * 6, 32)  # resized 4x4 -> 6x6 grid
+    assert ours(_pixels(size=48)).logits.shape == (2, 3)
+
+
+def test_official_files_go_to_the_preset_loader(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(convert.OFFICIAL_LOADERS, "vit-", lambda path, name, **kw: calls.append((path, name, kw)) or "ok")
+    (tmp_path / "ViT-B_16.npz").write_bytes(b"")
+    assert hf_vision.from_pretrained(tmp_path / "ViT-B_16.npz", preset="vit-base-patch16-224", num_labels=10) == "ok"
+    assert calls == [(tmp_path / "ViT-B_16.npz", "vit-base-patch16-224", {"num_labels": 10})]
+
+
+def _script(name: str):
+    """Import scripts/<name>.py as a module (scripts/ is not a package) to run its parse_args + main."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convert_script_end_to_end(tmp_path):
+    from timm.models import save_for_hf
+
+    source = _perturbed(_tiny_timm_vit())
+    save_for_hf(source, str(tmp_path / "timm-ckpt"), safe_serialization=True)
+    script = _script("convert")
+    script.main(script.parse_args([str(tmp_path / "timm-ckpt"), str(tmp_path / "out")]))
+    report = json.loads((tmp_path / "out" / "conversion.json").read_text())
+    assert report["kind"] == "timm" and report["verified"] and report["max_abs_diff"] < 1e-4
+    validate_card((tmp_path / "out" / "README.md").read_text())
+    check_checkpoint_folder(tmp_path / "out")
+    reloaded = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(_pixels()).logits, source(_pixels()), atol=1e-4, rtol=1e-4)
 
 
 def test_single_file_needs_a_preset(tmp_path):
@@ -513,21 +636,17 @@ def test_validation_rejects_non_numeric_results():
 # ------------------------------------------------------------------------------------------------------ scripts
 
 
-def test_push_script_end_to_end(hub, tmp_path):
+def test_push_script_end_to_end(hub, tmp_path, monkeypatch):
     _tiny_classifier().save_pretrained(tmp_path / "run")
     (tmp_path / "run" / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.4}))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "push_to_hub.py"), str(tmp_path / "run"), "org/from-script",
-         "--private", "--revision", "exp1", "--commit_message", "from the script", "--datasets", "cifar10"],
-        env=_env(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0",
-                 PYTHONPATH=str(ROOT)),
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # how a user's credentials reach the script
+    script = _script("push_to_hub")
+    script.main(script.parse_args([str(tmp_path / "run"), "org/from-script", "--private", "--revision", "exp1",
+                                   "--commit_message", "from the script", "--datasets", "cifar10"]))
     repo = hub.repos["org/from-script"]
     assert repo.private and repo.history("exp1")[0].message == "from the script"
     card = huggingface_hub.ModelCard(repo.resolve("exp1").files["README.md"].decode())
-    assert card.data.eval_results[0].metric_value == 0.4
+    assert card.data.eval_results[0].metric_value == 0.4 and card.data.datasets == ["cifar10"]
 
 
 # ------------------------------------------------------------------------------------------ real Hub (opt-in)
