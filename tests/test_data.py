@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from hf_vision.data import (
+    BatchAugment,
     Collate,
     ImageStream,
     PreprocessSpec,
@@ -189,19 +190,19 @@ def test_transforms_shapes_and_reduced_jpeg_decode():
     assert draft_for(probe, (100, 100)) == 8.0 and probe.size == (100, 100)
 
 
-def test_collate_mixup_cutmix_and_label_smoothing():
+def test_collate_and_batch_augment_mixup_cutmix_smoothing():
     examples = [{"pixel_values": torch.full((3, 8, 8), 255, dtype=torch.uint8), "labels": i % 4} for i in range(8)]
     plain = Collate((0.5,) * 3, (0.5,) * 3)(examples)
     assert torch.allclose(plain["pixel_values"], torch.ones(8, 3, 8, 8)) and plain["labels"].dtype == torch.long
-    smooth = Collate((0.5,) * 3, (0.5,) * 3, num_classes=4, label_smoothing=0.1)(examples)["labels"]
+    smooth = BatchAugment(4, label_smoothing=0.1)(plain)["labels"]
     assert torch.allclose(smooth.sum(-1), torch.ones(8))
     assert torch.allclose(smooth[0], torch.tensor([0.925, 0.025, 0.025, 0.025]))
-    mixed = Collate((0.5,) * 3, (0.5,) * 3, num_classes=4, mixup_alpha=0.8, cutmix_alpha=1.0,
-                    label_smoothing=0.1)(examples)["labels"]
+    mixed = BatchAugment(4, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)(plain)["labels"]
     assert mixed.shape == (8, 4) and torch.allclose(mixed.sum(-1), torch.ones(8))
     assert (mixed > 0.03).sum(-1).max() >= 2  # two classes mixed
-    with pytest.raises(ValueError, match="num_classes"):
-        Collate((0.5,) * 3, (0.5,) * 3, mixup_alpha=0.8)
+    erased = BatchAugment(4, random_erasing=1.0)(plain)["pixel_values"]
+    assert ((erased != 1).flatten(1).sum(-1) > 0).all()  # every sample got a box of random values
+    assert torch.equal(plain["labels"], torch.arange(8) % 4)  # inputs not modified in place
 
 
 def _stream(folder, *, rank=0, world_size=1, seed=3, batch_size=4, infinite=True):

@@ -6,6 +6,7 @@ from .embedded import digits_dir
 from .loader import BadImage, ImageStream, StreamLoader
 from .sources import ImageSource, available_splits, load_image_source
 from .transforms import (
+    BatchAugment,
     Collate,
     PreprocessSpec,
     RandomResizedCropDecode,
@@ -18,6 +19,6 @@ from .transforms import (
 __all__ = [
     "UndecodableImage", "load_rgb", "open_image", "to_rgb", "digits_dir",
     "BadImage", "ImageStream", "StreamLoader", "ImageSource", "available_splits", "load_image_source",
-    "Collate", "PreprocessSpec", "RandomResizedCropDecode", "ResizeCenterCropDecode",
+    "BatchAugment", "Collate", "PreprocessSpec", "RandomResizedCropDecode", "ResizeCenterCropDecode",
     "eval_transform", "finetune_transform", "pretrain_transform",
 ]

@@ -2,11 +2,11 @@
 
 Per image we work on uint8 tensors: the random crop is drawn from the JPEG header's size *before* decoding,
 so the decoder can skip DCT detail the crop would throw away (`draft`), and RandomResizedCrop/RandAugment run
-on uint8. Conversion to float and normalisation happen once per batch in `Collate`, with the batch-level
-recipes (RandomErasing on normalised pixels, Mixup/CutMix, label smoothing), as in MAE's fine-tuning.
+on uint8. Conversion to float and normalisation happen once per batch in `Collate`; the batch-level recipes
+(RandomErasing on normalised pixels, Mixup/CutMix, label smoothing) in `BatchAugment`, on training batches.
 
 - pre-training (MAE): RandomResizedCrop(scale=(0.2, 1.0), bicubic) + horizontal flip;
-- fine-tuning: RandomResizedCrop(scale=(0.08, 1.0), bicubic) + flip + RandAugment(2, 9), then in `Collate`
+- fine-tuning: RandomResizedCrop(scale=(0.08, 1.0), bicubic) + flip + RandAugment(2, 9), then per batch
   RandomErasing(0.25), Mixup(0.8)/CutMix(1.0) and label smoothing 0.1;
 - evaluation: resize to size / crop_pct (bicubic) + center crop.
 Mean, std and size come from the model's image processor (`PreprocessSpec.from_model`).
@@ -130,59 +130,64 @@ def eval_transform(spec: PreprocessSpec, *, reduced_decode: bool = True) -> Resi
 
 
 class Collate:
-    """Examples {"pixel_values": uint8 (3, H, W), "labels": int} -> a normalised float batch.
+    """Examples {"pixel_values": uint8 (3, H, W), "labels": int} -> {"pixel_values": normalised float32 (B, 3, H, W),
+    "labels": long (B,)}. Normalising once per batch is cheaper than per image."""
 
-    Batch-level fine-tuning augmentation lives here: RandomErasing on normalised pixels (random-normal fill,
-    MAE's "pixel" mode), then Mixup or CutMix (one of them per batch, each with equal probability) and label
-    smoothing. With any of the last two, labels become soft targets (B, num_classes), which our
-    classification models' loss accepts.
-    """
-
-    def __init__(
-        self,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        *,
-        num_classes: int | None = None,
-        random_erasing: float = 0.0,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        label_smoothing: float = 0.0,
-        with_labels: bool = True,
-    ) -> None:
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
         self.inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
-        self.erase = v2.RandomErasing(p=random_erasing, value="random") if random_erasing > 0 else None
-        mixers = []
-        if mixup_alpha > 0 or cutmix_alpha > 0 or label_smoothing > 0:
-            if not num_classes:
-                raise ValueError("num_classes is required for mixup_alpha, cutmix_alpha or label_smoothing")
-        if mixup_alpha > 0:
-            mixers.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
-        if cutmix_alpha > 0:
-            mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
-        self.mix = v2.RandomChoice(mixers) if mixers else None
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        self.num_classes, self.label_smoothing, self.with_labels = num_classes, label_smoothing, with_labels
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> float32 normalised."""
         return (pixels.float() - self.mean) * self.inv_std
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = self.normalize(torch.stack([e["pixel_values"] for e in examples]))
-        if self.erase is not None:
-            pixels = torch.stack([self.erase(p) for p in pixels])  # per sample: each gets its own box
-        batch = {"pixel_values": pixels}
-        if not self.with_labels or "labels" not in examples[0]:
-            return batch
-        labels = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
-        if self.mix is not None:
-            batch["pixel_values"], labels = self.mix(batch["pixel_values"], labels)
-        if self.label_smoothing > 0:
-            if labels.ndim == 1:
-                labels = torch.nn.functional.one_hot(labels, self.num_classes).float()
-            labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-        batch["labels"] = labels
+        batch = {"pixel_values": self.normalize(torch.stack([e["pixel_values"] for e in examples]))}
+        if "labels" in examples[0]:
+            batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
         return batch
+
+
+class BatchAugment:
+    """MAE fine-tuning's batch-level augmentation, applied to training batches only (evaluation sees none).
+
+    RandomErasing on normalised pixels (random-normal fill, MAE's "pixel" mode, a box per sample), then Mixup
+    or CutMix (one of them per batch, with equal probability when both are on) and label smoothing. Labels
+    become soft targets (B, num_classes), which our classification models' loss accepts.
+    """
+
+    def __init__(self, num_classes: int, *, random_erasing: float = 0.0, mixup_alpha: float = 0.0,
+                 cutmix_alpha: float = 0.0, label_smoothing: float = 0.0) -> None:
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes} must be >= 2 for batch-level augmentation")
+        self.erase = v2.RandomErasing(p=random_erasing, value="random") if random_erasing > 0 else None
+        mixers = []
+        if mixup_alpha > 0:
+            mixers.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        self.mix = v2.RandomChoice(mixers) if mixers else None
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+
+    @property
+    def active(self) -> bool:
+        return self.erase is not None or self.mix is not None or self.label_smoothing > 0
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pixels, labels = batch["pixel_values"], batch.get("labels")
+        if self.erase is not None:
+            pixels = torch.stack([self.erase(p) for p in pixels])
+        if labels is not None and labels.ndim == 1:
+            if self.mix is not None:
+                pixels, labels = self.mix(pixels, labels)
+            if self.label_smoothing > 0:
+                if labels.ndim == 1:
+                    labels = torch.nn.functional.one_hot(labels, self.num_classes).float()
+                labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        out = dict(batch)
+        out["pixel_values"] = pixels
+        if labels is not None:
+            out["labels"] = labels
+        return out

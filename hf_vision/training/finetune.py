@@ -1,0 +1,317 @@
+"""Image-classification fine-tuning with transformers' Trainer, on our streaming data pipeline.
+
+The model comes from a preset, an MAE pre-training checkpoint (its encoder becomes a ViT with global pooling,
+as in MAE's fine-tuning), one of our saved/converted checkpoints, or a Hub name (ours, timm or transformers,
+converted through `hf_vision.from_pretrained`). Labels and id2label come from the dataset's ClassLabel feature.
+
+Two recipes fill every option left unset (None):
+- "mae" (whenever a model is named): MAE's fine-tuning recipe: layer-wise lr decay 0.75, drop path 0.1,
+  RandAugment(2, 9), RandomErasing 0.25, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, flips, crops of
+  scale (0.08, 1); the scheduler is warm-up + cosine (TrainingArguments defaults set by the CLI).
+- "demo" (no model named): a small ViT trained from scratch on the embedded 32x32 digits in a few CPU
+  minutes: light augmentation, no flips (digits are not mirror-symmetric).
+Linear probing (`linear_probe`) freezes the encoder and trains a BatchNorm + Linear head; partial fine-tuning
+(`train_last_blocks=N`) trains the last N blocks and what follows them.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PretrainedConfig, Trainer, TrainingArguments
+
+from ..data import (
+    BatchAugment,
+    Collate,
+    ImageStream,
+    PreprocessSpec,
+    available_splits,
+    eval_transform,
+    finetune_transform,
+    load_image_source,
+)
+
+logger = logging.getLogger("hf_vision.training")
+
+# A small ViT for the embedded 32x32 digits: 4x4 patches of 8 px, 6 blocks of width 192 (~2.7M parameters).
+DEMO_VIT = dict(image_size=32, patch_size=8, hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
+                intermediate_size=768, pooling="gap")
+RECIPES: dict[str, dict[str, Any]] = {
+    "mae": dict(layer_decay=0.75, drop_path_rate=0.1, randaugment=(2, 9), random_erasing=0.25, mixup_alpha=0.8,
+                cutmix_alpha=1.0, label_smoothing=0.1, hflip=0.5, crop_scale_min=0.08),
+    "demo": dict(layer_decay=1.0, drop_path_rate=0.0, randaugment=None, random_erasing=0.0, mixup_alpha=0.0,
+                 cutmix_alpha=0.0, label_smoothing=0.1, hflip=0.0, crop_scale_min=0.5),
+}
+# TrainingArguments defaults of the CLI (a user's flags win): warm-up + cosine, MAE's weight decay.
+TRAINING_DEFAULTS = dict(
+    output_dir="outputs/finetune", per_device_train_batch_size=64, per_device_eval_batch_size=128,
+    learning_rate=2e-3, weight_decay=0.05, lr_scheduler_type="cosine", warmup_steps=0.1, num_train_epochs=15,
+    logging_steps=20, save_strategy="no", eval_strategy="no", report_to="none", remove_unused_columns=False,
+    label_names=["labels"], adam_beta2=0.999, dataloader_num_workers=0,
+)
+
+
+@dataclass
+class ModelArguments:
+    model: str | None = field(default=None, metadata={
+        "help": "Preset name, MAE pre-training checkpoint folder, saved/converted checkpoint, or Hub name "
+                "(ours, timm or transformers). Default: a small ViT for the embedded digits."})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "Config fields to override, 'k=v,k=v' (e.g. 'image_size=384,drop_path_rate=0.2')."})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (recipe default)."})
+    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise lr decay (1 = none)."})
+    linear_probe: bool = field(default=False, metadata={"help": "Freeze the encoder; BatchNorm + Linear head."})
+    train_last_blocks: int | None = field(default=None, metadata={
+        "help": "Partial fine-tuning: train only the last N blocks (and the head)."})
+    base_learning_rate: float | None = field(default=None, metadata={
+        "help": "If set, learning_rate = base_learning_rate * effective batch / 256 (MAE's rule)."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str | None = field(default=None, metadata={
+        "help": "Hub dataset name (streamed), local folder/file (imagefolder, parquet, webdataset tar), "
+                "or 'digits' (the embedded default)."})
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = field(default=None, metadata={"help": "Default: validation, else test."})
+    image_column: str | None = None
+    label_column: str | None = None
+    shuffle_buffer: int = 2048
+    eval_crop_pct: float = 0.875
+    randaugment: str | None = field(default=None, metadata={"help": "'num_ops,magnitude' (e.g. '2,9'), or 'none'."})
+    random_erasing: float | None = None
+    mixup_alpha: float | None = None
+    cutmix_alpha: float | None = None
+    label_smoothing: float | None = None
+    hflip: float | None = None
+    crop_scale_min: float | None = None
+    max_eval_samples: int | None = None
+    reduced_decode: bool = field(default=True, metadata={"help": "Decode JPEGs at reduced size when possible."})
+
+
+def parse_overrides(text: str | None) -> dict[str, Any]:
+    """'a=1,b=x,c=(1,2)' -> {"a": 1, "b": "x", "c": (1, 2)} (Python literals, else strings)."""
+    out: dict[str, Any] = {}
+    if not text:
+        return out
+    for part in _split_top_level(text):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"config_overrides entry {part!r} is not key=value")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [p for p in parts + [current] if p.strip()]
+
+
+def vit_config_from_mae(mae_config: PretrainedConfig, **overrides: Any):
+    """The ViT classifier config matching an MAE encoder (global pooling + fc_norm, as MAE fine-tunes)."""
+    from modeling.vit.configuration_vit import ViTConfig
+
+    shared = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
+              "intermediate_size", "hidden_act", "layer_norm_eps", "qkv_bias", "initializer_range", "image_mean",
+              "image_std")
+    kwargs = {name: getattr(mae_config, name) for name in shared}
+    kwargs.update(pooling="gap", position_embedding_type="learned")
+    return ViTConfig(**{**kwargs, **overrides})
+
+
+def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dict[str, Any]):
+    """A classification model with `labels` (num_labels, id2label, label2id); see the module docstring."""
+    import hf_vision
+    from transformers import AutoModelForImageClassification
+
+    from modeling.mae.configuration_mae import MAEConfig
+    from modeling.vit.modeling_vit import ViTForImageClassification
+
+    if name is None:
+        config = hf_vision.get_config("vit-base-patch16-224", **{**DEMO_VIT, **labels, **overrides})
+        return ViTForImageClassification(config)
+    if name in hf_vision.PRESETS:
+        config = hf_vision.get_config(name)
+        if isinstance(config, MAEConfig):
+            config = vit_config_from_mae(config, **labels, **overrides)
+        else:
+            config = hf_vision.get_config(name, **labels, **overrides)
+        return AutoModelForImageClassification.from_config(config)
+    saved, _ = PretrainedConfig.get_config_dict(name)
+    if saved.get("model_type") == MAEConfig.model_type:  # an MAE pre-training run: its encoder, a new head
+        config = vit_config_from_mae(MAEConfig.from_pretrained(name), **labels, **overrides)
+        return ViTForImageClassification.from_pretrained(name, config=config)
+    return hf_vision.from_pretrained(name, auto_class="AutoModelForImageClassification",
+                                     ignore_mismatched_sizes=True, **labels, **overrides)
+
+
+def configure_trainable(model, *, linear_probe: bool, train_last_blocks: int | None) -> int:
+    """Freeze per the mode; returns the number of trainable parameters."""
+    from .param_groups import freeze_except_last_blocks
+
+    if linear_probe:
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(("classifier.", "head_norm.")))
+    elif train_last_blocks is not None:
+        freeze_except_last_blocks(model, train_last_blocks)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class ImageClassificationTrainer(Trainer):
+    """Trainer that applies the batch-level augmentation (Mixup/CutMix, smoothing, erasing) to training batches."""
+
+    def __init__(self, *args: Any, batch_augment: BatchAugment | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_augment = batch_augment
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and self.batch_augment is not None and self.batch_augment.active:
+            inputs = self.batch_augment(inputs)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+
+def _metric_fn():
+    import evaluate
+
+    from .metrics import TOP_K_ACCURACY
+
+    metric = evaluate.load(TOP_K_ACCURACY)
+
+    def compute(eval_pred) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return metric.compute(predictions=logits, references=labels)
+
+    return compute
+
+
+def resolve_recipe(model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
+    recipe = dict(RECIPES["demo" if model_args.model is None else "mae"])
+    for args in (model_args, data_args):
+        for f in fields(args):
+            if f.name in recipe and getattr(args, f.name) is not None:
+                value = getattr(args, f.name)
+                if f.name == "randaugment":
+                    value = None if value.lower() == "none" else tuple(int(v) for v in value.split(","))
+                recipe[f.name] = value
+    if model_args.linear_probe:  # MAE's linear probe: no mixing, smoothing, erasing or RandAugment
+        recipe.update(randaugment=None, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0,
+                      drop_path_rate=0.0, layer_decay=1.0)
+    return recipe
+
+
+def finetune(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict[str, float]:
+    """Train, evaluate, save checkpoint + all_results.json + model card; returns the metrics."""
+    from .param_groups import param_groups
+
+    recipe = resolve_recipe(model_args, data_args)
+    train_source = load_image_source(data_args.dataset, data_args.train_split, config_name=data_args.dataset_config,
+                                     image_column=data_args.image_column, label_column=data_args.label_column)
+    if not train_source.class_names:
+        raise ValueError(f"{train_source.name!r}: the label column {train_source.label_column!r} is not a ClassLabel "
+                         "feature, so the class names are unknown; add them to the dataset's features")
+    eval_split = data_args.eval_split or next(
+        (s for s in ("validation", "test") if s in available_splits(data_args.dataset, data_args.dataset_config)), None)
+    names = train_source.class_names
+    # problem_type fixed up front: soft (mixed) training targets must not make it "multi_label" on first sight.
+    labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                  problem_type="single_label_classification")
+    overrides = parse_overrides(model_args.config_overrides)
+    overrides.setdefault("drop_path_rate", recipe["drop_path_rate"])
+    if model_args.linear_probe:
+        overrides.setdefault("classifier_norm", "batchnorm")
+    model = build_classifier(model_args.model, labels=labels, overrides=overrides)
+    trainable = configure_trainable(model, linear_probe=model_args.linear_probe,
+                                    train_last_blocks=model_args.train_last_blocks)
+    spec = PreprocessSpec.from_model(model, crop_pct=data_args.eval_crop_pct)
+    world = training_args.world_size
+    effective_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world
+    if model_args.base_learning_rate is not None:
+        training_args.learning_rate = model_args.base_learning_rate * effective_batch / 256
+    if training_args.max_steps <= 0:
+        if not train_source.num_examples:
+            raise ValueError(f"{train_source.name!r} does not say how many examples it has: pass --max_steps")
+        training_args.max_steps = math.ceil(training_args.num_train_epochs * train_source.num_examples / effective_batch)
+
+    train_stream = ImageStream(
+        train_source,
+        finetune_transform(spec, scale=(recipe["crop_scale_min"], 1.0), hflip=recipe["hflip"],
+                           randaugment=recipe["randaugment"], reduced_decode=data_args.reduced_decode),
+        shuffle_buffer=data_args.shuffle_buffer, seed=training_args.seed, infinite=True,
+    )
+    eval_stream = None
+    if eval_split is not None:
+        eval_source = load_image_source(data_args.dataset, eval_split, config_name=data_args.dataset_config,
+                                        image_column=train_source.image_column, label_column=train_source.label_column)
+        if data_args.max_eval_samples:
+            eval_source.dataset = eval_source.dataset.take(data_args.max_eval_samples)
+        eval_stream = ImageStream(eval_source, eval_transform(spec, reduced_decode=data_args.reduced_decode),
+                                  infinite=False)
+    groups = param_groups(model, lr=training_args.learning_rate, weight_decay=training_args.weight_decay,
+                          layer_decay=recipe["layer_decay"])
+    optimizer = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=training_args.learning_rate,
+        betas=(training_args.adam_beta1, training_args.adam_beta2), eps=training_args.adam_epsilon,
+    )
+    trainer = ImageClassificationTrainer(
+        model=model, args=training_args, train_dataset=train_stream, eval_dataset=eval_stream,
+        data_collator=Collate(spec.mean, spec.std), compute_metrics=_metric_fn(), optimizers=(optimizer, None),
+        batch_augment=BatchAugment(len(names), random_erasing=recipe["random_erasing"],
+                                   mixup_alpha=recipe["mixup_alpha"], cutmix_alpha=recipe["cutmix_alpha"],
+                                   label_smoothing=recipe["label_smoothing"]),
+    )
+    logger.info("fine-tuning %s: %d trainable parameters, %d steps, recipe %s", type(model).__name__, trainable,
+                training_args.max_steps, recipe)
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = dict(train_result.metrics)
+    trainer.save_model()
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    if eval_stream is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if trainer.is_world_process_zero():
+        _write_run_files(Path(training_args.output_dir), model_args, data_args, training_args, recipe, eval_split,
+                         train_source.name)
+    return metrics
+
+
+def _write_run_files(folder: Path, model_args, data_args, training_args, recipe, eval_split, dataset_name) -> None:
+    """run_args.json (resolved arguments) and the model card README.md."""
+    keep = ("learning_rate", "weight_decay", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+            "lr_scheduler_type", "warmup_steps", "seed", "bf16", "fp16")
+    run_args = {**asdict(model_args), **asdict(data_args), **{k: getattr(training_args, k) for k in keep},
+                "recipe": recipe}
+    (folder / "run_args.json").write_text(json.dumps(run_args, indent=2, default=str) + "\n")
+    try:
+        from ..model_card import card_for_folder
+
+        datasets = [dataset_name if dataset_name not in ("digits", "embedded") else "sklearn-digits"]
+        card = card_for_folder(folder, datasets=datasets, eval_split=eval_split,
+                               base_model=model_args.model if model_args.model and "/" in model_args.model
+                               and not Path(model_args.model).exists() else None)
+        card.save(folder / "README.md")
+    except Exception as err:  # the card is documentation: never lose a finished run over it
+        logger.warning("could not write the model card: %s", err)
+        (folder / "README.md").write_text(f"# Fine-tuned {model_args.model or 'ViT'}\n\nSee all_results.json.\n")

@@ -1,0 +1,36 @@
+"""Fine-tune a classification model (ours) with transformers' Trainer.
+
+    python scripts/finetune.py                      # small ViT on the embedded digits, CPU, a few minutes
+    python scripts/finetune.py --model outputs/pretrain_mae --dataset <hub name or folder> --output_dir out
+    torchrun --nproc_per_node 2 scripts/finetune.py ...   # several processes
+
+Every TrainingArguments flag works (--max_steps, --learning_rate, --per_device_train_batch_size, --bf16 ...),
+plus the model and data options of hf_vision.training.finetune (--linear_probe, --train_last_blocks N,
+--layer_decay, --mixup_alpha, --cutmix_alpha, --label_smoothing, --randaugment 2,9, ...).
+Writes the checkpoint, all_results.json, run_args.json and a model card into --output_dir.
+"""
+from __future__ import annotations
+
+import sys
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from hf_vision.training.finetune import TRAINING_DEFAULTS, DataArguments, ModelArguments, finetune
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_args(argv)
+    metrics = finetune(model_args, data_args, training_args)
+    if training_args.process_index == 0:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
