@@ -75,6 +75,15 @@ def test_from_timm_headless_gives_base_model_and_keeps_normalisation():
         torch.testing.assert_close(ours(x).pooler_output, ref(x), atol=1e-4, rtol=1e-4)
 
 
+def test_from_timm_carries_regularisation():
+    ref = timm.create_model("vit_base_patch16_224", pretrained=False, **{**TINY_TIMM, "depth": 3}, drop_path_rate=0.1,
+                            attn_drop_rate=0.05, proj_drop_rate=0.02)
+    ours = convert.from_timm(ref)
+    rates = [float(getattr(b.drop_path1, "drop_prob", 0.0)) for b in ref.blocks]
+    assert [b.drop_path.prob for b in ours.vit.encoder.blocks] == pytest.approx(rates)
+    assert (ours.config.attention_probs_dropout_prob, ours.config.hidden_dropout_prob) == (0.05, 0.02)
+
+
 @pytest.mark.parametrize("overrides, word", [(dict(reg_tokens=2), "register"), (dict(global_pool="map"), "map"),
                                              (dict(init_values=0.1), "ls1"), (dict(pre_norm=True), "pre_norm")])
 def test_from_timm_rejects_what_we_do_not_implement(overrides, word):

@@ -73,7 +73,7 @@ def _conv(kernel: np.ndarray) -> torch.Tensor:
 
 
 def _vec(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).reshape(-1)
+    return torch.from_numpy(np.ascontiguousarray(array)).reshape(-1)  # GroupNorm scale/bias (C,) -> (C,)
 
 
 def official_backbone_layers(weights: dict[str, np.ndarray], prefix: str = "") -> list[int]:

@@ -82,6 +82,10 @@ def _timm_act(act: nn.Module) -> str:
     raise ValueError(f"timm ViT: MLP activation {type(act).__name__} is not supported (GELU only)")
 
 
+def _dropout(module) -> float:
+    return module.p if isinstance(module, nn.Dropout) else float(module or 0.0)
+
+
 def timm_vit_config(model: nn.Module) -> ViTConfig:
     """Our config for a timm `VisionTransformer` (plain or hybrid); ValueError for features we lack."""
     if model.global_pool not in ("token", "avg"):
@@ -118,6 +122,11 @@ def timm_vit_config(model: nn.Module) -> ViTConfig:
         fc_norm=not isinstance(model.fc_norm, nn.Identity),
         position_embedding_type="learned" if model.pos_embed is not None else "none",
         num_labels=model.num_classes,
+        # regularisation, so fine-tuning the converted model behaves like the source (timm's stochastic depth
+        # also grows linearly to its last block)
+        hidden_dropout_prob=_dropout(getattr(block.attn, "proj_drop", None)),
+        attention_probs_dropout_prob=_dropout(getattr(block.attn, "attn_drop", None)),
+        drop_path_rate=getattr(getattr(model.blocks[-1], "drop_path1", None), "drop_prob", 0.0),
     )
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if "mean" in cfg and "std" in cfg:
@@ -155,7 +164,10 @@ def convert_timm_vit(model: nn.Module) -> nn.Module:
             head["classifier." + key[len("head."):]] = value
             continue
         ours = timm_vit_key(key, stem_only=stem_only)
-        (unplaced.append(key) if ours is None else base.__setitem__(ours, value))
+        if ours is None:
+            unplaced.append(key)
+        else:
+            base[ours] = value
     if unplaced:
         raise ValueError(f"timm ViT: tensors with no counterpart in our model (unsupported feature): {unplaced}")
     return build_and_load(config, base, head if config.num_labels > 0 and head else None)
@@ -309,9 +321,9 @@ def official_state_dict(weights: dict[str, np.ndarray], config: ViTConfig, p: st
         "norm.bias": _t(weights[f"{p}Transformer/encoder_norm/bias"]),
     }
     if config.class_token:
-        out["embeddings.cls_token"] = _t(weights[f"{p}cls"]).reshape(1, 1, c)
+        out["embeddings.cls_token"] = _t(weights[f"{p}cls"]).reshape(1, 1, c)  # (1, 1, C), as stored
     if config.position_embedding_type == "learned":
-        pos = _t(weights[f"{p}Transformer/posembed_input/pos_embedding"]).reshape(1, -1, c)
+        pos = _t(weights[f"{p}Transformer/posembed_input/pos_embedding"]).reshape(1, -1, c)  # (1, prefix + H*W, C)
         prefix = int(config.class_token)
         side = math.isqrt(pos.shape[1] - prefix)
         if side * side != pos.shape[1] - prefix:
@@ -339,7 +351,7 @@ def official_state_dict(weights: dict[str, np.ndarray], config: ViTConfig, p: st
             out[f"{dst}{ours}.bias"] = _t(weights[f"{src}{theirs}/bias"])
         for r in (1, 2):
             dense = f"{src}MlpBlock_3/Dense_{r - 1}/"
-            out[f"{dst}mlp.fc{r}.weight"] = _t(weights[dense + "kernel"].T)
+            out[f"{dst}mlp.fc{r}.weight"] = _t(weights[dense + "kernel"].T)  # Dense (in, out) -> Linear (out, in)
             out[f"{dst}mlp.fc{r}.bias"] = _t(weights[dense + "bias"])
     if isinstance(config, HybridConfig):
         out.update(official_backbone_state_dict(weights, list(config.backbone_layers), p))
@@ -371,6 +383,7 @@ def load_official_vit(path: str | Path, name: str, **overrides: Any) -> nn.Modul
     base = official_state_dict(weights, config, p)
     file_labels = arch["soft"]["num_labels"]
     if config.num_labels > 0 and config.num_labels == file_labels:
+        # Dense (in, classes) -> Linear (classes, in)
         head = {"classifier.weight": _t(weights[f"{p}head/kernel"].T), "classifier.bias": _t(weights[f"{p}head/bias"])}
         return build_and_load(config, base, head)
     if config.num_labels > 0:  # new head (fine-tuning on another label set): keep its fresh initialisation
