@@ -54,10 +54,7 @@ def push_to_hub(
     card_kwargs: forwarded to the model card (datasets, metrics, training_args, base_model, license, ...).
     """
     with tempfile.TemporaryDirectory(prefix="hfv-push-") as folder:
-        model.save_pretrained(folder)
-        card = card_for_model(model, repo_id=repo_id, **(card_kwargs or {}))
-        validate_card(card)
-        card.save(Path(folder) / "README.md")
+        save_with_card(model, folder, **{"repo_id": repo_id, **(card_kwargs or {})})
         return push_folder(
             folder, repo_id, private=private, revision=revision, commit_message=commit_message,
             commit_description=commit_description, token=token, create_pr=create_pr, endpoint=endpoint,
@@ -98,6 +95,8 @@ def push_folder(
 
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
+    if private is not None and api.model_info(repo_id).private != private:  # an existing repo changes visibility
+        api.update_repo_settings(repo_id, private=private)
     if revision and revision != "main" and not create_pr:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
@@ -109,6 +108,16 @@ def push_folder(
         commit_message=commit_message or f"Upload {_architecture(folder)} with hf-vision",
         commit_description=commit_description, revision=revision, create_pr=create_pr,
     )
+
+
+def save_with_card(model, folder: str | os.PathLike, **card_kwargs: Any) -> Path:
+    """`model.save_pretrained(folder)` plus its validated model card as README.md (what a push would upload)."""
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    card = card_for_model(model, **card_kwargs)
+    validate_card(card)
+    card.save(folder / "README.md")
+    return folder
 
 
 def check_checkpoint_folder(folder: Path) -> None:

@@ -209,6 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._route("POST")
 
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
     def _route(self, method: str) -> None:
         parsed = urlparse(self.path)
         path, query = unquote(parsed.path), parse_qs(parsed.query)
@@ -242,6 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._create_branch(repo_id, "/".join(rest[1:]))
             if method == "GET" and rest[:1] == ["commits"]:
                 return self._list_commits(repo_id, "/".join(rest[1:]) or "main")
+            if method == "PUT" and rest[:1] == ["settings"]:
+                return self._settings(repo_id)
             if method == "GET" and rest[:1] == ["tree"]:
                 return self._tree(repo_id, rest[1] if len(rest) > 1 else "main")
         if method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
@@ -328,6 +333,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", "Invalid starting point")
         repo.branches[branch] = start.oid
         self._json(200, {})
+
+    def _settings(self, repo_id: str) -> None:
+        repo = self._repo(repo_id, write=True)
+        if repo is None:
+            return
+        payload = json.loads(self._body() or b"{}")
+        if "visibility" in payload:
+            repo.private = payload["visibility"] == "private"
+        elif "private" in payload:
+            repo.private = bool(payload["private"])
+        self._json(200, {"private": repo.private})
 
     def _list_commits(self, repo_id: str, revision: str) -> None:
         repo = self._repo(repo_id)

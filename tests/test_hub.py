@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 import hf_vision
 from hf_vision import convert
-from hf_vision.hub import check_checkpoint_folder, push_folder, push_to_hub
+from hf_vision.hub import check_checkpoint_folder, push_folder, push_to_hub, save_with_card
 from hf_vision.model_card import build_model_card, card_for_folder, card_for_model, validate_card
 
 from .cases import CASES, tiny_mae, tiny_swin, tiny_vit
@@ -140,6 +140,12 @@ def test_push_to_branch_private_repo_and_commit_messages(hub):
 
     push_to_hub(_tiny_classifier(2), "org/secret", token=TOKEN, private=True)
     assert hub.repos["org/secret"].private and not repo.private
+    push_to_hub(_tiny_classifier(0), "org/vit", token=TOKEN, private=True, commit_message="now private")
+    assert repo.private  # an existing public repo switched visibility
+    push_to_hub(_tiny_classifier(0), "org/vit", token=TOKEN, commit_message="visibility untouched")
+    assert repo.private
+    push_to_hub(_tiny_classifier(0), "org/vit", token=TOKEN, private=False)
+    assert not repo.private
     with pytest.raises(huggingface_hub.errors.RepositoryNotFoundError):
         huggingface_hub.hf_hub_download("org/secret", "config.json", cache_dir=hub.cache, token=False)
     path = huggingface_hub.hf_hub_download("org/secret", "config.json", cache_dir=hub.cache, token=TOKEN)
@@ -611,6 +617,19 @@ def test_card_content_and_local_validation():
         assert needle in text, needle
     preset_card = build_model_card(hf_vision.get_config("vit-base-patch16-224"))
     assert "| Preset | vit-base-patch16-224 |" in preset_card.text
+
+
+def test_saved_checkpoint_carries_its_card(tmp_path):
+    model = hf_vision.MAEForPreTraining(tiny_mae())
+    save_with_card(model, tmp_path, datasets=["imagenet-1k"], metrics={"eval_loss": 0.42},
+                   training_args={"mask_ratio": 0.75, "epochs": 800})
+    card = huggingface_hub.ModelCard.load(tmp_path / "README.md")
+    validate_card(card)
+    assert card.data.pipeline_tag == "image-feature-extraction"
+    assert "masked-image-modeling" in card.data.tags and "arxiv:2111.06377" in card.data.tags
+    assert card.data.eval_results[0].task_type == "masked-image-modeling"
+    assert "AutoModelForPreTraining" in card.text and "| mask_ratio | 0.75 |" in card.text
+    check_checkpoint_folder(tmp_path)
 
 
 @pytest.mark.parametrize("bad, field", [
