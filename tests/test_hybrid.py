@@ -15,7 +15,7 @@ import hf_vision
 from hf_vision import HybridConfig, HybridForImageClassification, HybridModel
 from modeling.hybrid.bit_resnet import ResNetV2Trunk, StdConv2d, ZeroInitGroupNorm, same_padding
 
-from .cases import tiny_hybrid
+from .cases import tiny_hybrid, tiny_vit
 
 timm = pytest.importorskip("timm")
 
@@ -194,3 +194,22 @@ def test_remote_code_without_the_package(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(payload["logits"]), model(x).logits, atol=1e-5, rtol=1e-5)
     assert {p["label"] for p in payload["preds"]} == {"a", "b", "c"}
+
+
+def test_state_dict_keys_are_the_checkpoint_format():
+    """Attribute names are the checkpoint format (and mirror timm's ResNetV2 names): freeze them."""
+    model = HybridModel(tiny_hybrid(backbone_layers=(2,), num_hidden_layers=1))
+    trunk = {k[len("embeddings.patch_embed."):] for k in model.state_dict() if k.startswith("embeddings.patch_embed.")}
+    expected = {"proj.weight", "proj.bias", "backbone.stem.conv.weight", "backbone.stem.norm.weight",
+                "backbone.stem.norm.bias"}
+    for j in (0, 1):
+        block = f"backbone.stages.0.blocks.{j}."
+        expected |= {f"{block}conv{r}.weight" for r in (1, 2, 3)}
+        expected |= {f"{block}norm{r}.{p}" for r in (1, 2, 3) for p in ("weight", "bias")}
+    expected |= {"backbone.stages.0.blocks.0.downsample.conv.weight", "backbone.stages.0.blocks.0.downsample.norm.weight",
+                 "backbone.stages.0.blocks.0.downsample.norm.bias"}  # 8 -> 32 channels needs a projection
+    assert trunk == expected
+    rest = {k for k in model.state_dict() if not k.startswith("embeddings.patch_embed.")}
+    # everything after the patch embedding is ViT's, under ViT's names (composition, not a copy)
+    vit = hf_vision.ViTModel(tiny_vit(num_hidden_layers=1, image_size=32, patch_size=16)).state_dict()
+    assert rest == {k for k in vit if not k.startswith("embeddings.patch_embed.")}
