@@ -236,6 +236,23 @@ def test_visualize_script_writes_every_file(tmp_path):
             assert png.size[0] > 200 and png.size[1] > 200
 
 
+def test_default_model_is_the_main_jobs_output(monkeypatch, tmp_path):
+    from hf_vision.analysis import report
+
+    pretrain = runpy.run_path(str(ROOT / "scripts" / "pretrain_mae.py"), run_name="pretrain")
+    default = Path(pretrain["parse_args"]([]).output_dir)
+    assert default in report._main_job_output_dirs()
+    unfinished, finished = tmp_path / "unfinished", tmp_path / "finished"
+    (unfinished / "checkpoints").mkdir(parents=True)
+    monkeypatch.setattr(report, "_main_job_output_dirs", lambda: [unfinished])
+    with pytest.raises(FileNotFoundError, match="resume_from_checkpoint latest"):
+        report.default_model_dir()
+    finished.mkdir()
+    (finished / "config.json").write_text("{}")
+    monkeypatch.setattr(report, "_main_job_output_dirs", lambda: [unfinished, finished])
+    assert report.default_model_dir() == finished
+
+
 def test_missing_main_job_output_is_a_clear_error(monkeypatch, tmp_path):
     from hf_vision.analysis import report
 

@@ -73,21 +73,39 @@ def load_model(name_or_path: str | Path) -> nn.Module:
 
 
 def default_model_dir() -> Path:
-    """The latest output of the main job (scripts/pretrain_mae.py): its default output folder, once it holds a
-    saved model (config.json)."""
+    """The latest output of the main job (scripts/pretrain_mae.py): its default output folder, once the run has
+    finished there (save_pretrained wrote config.json). Looked up relative to the working directory, then to the
+    repository root."""
     candidates = _main_job_output_dirs()
     for folder in candidates:
         if (folder / "config.json").is_file():
             return folder
+    unfinished = [f for f in candidates if (f / "checkpoints").is_dir()]
+    hint = (f"; {unfinished[0]} holds only training checkpoints (the run has not finished): continue it with "
+            "`python scripts/pretrain_mae.py --resume_from_checkpoint latest`") if unfinished else ""
     where = ", ".join(str(c) for c in candidates) or "(the pre-training script's default output_dir is unknown)"
     raise FileNotFoundError(
-        f"no --model given and no finished MAE pre-training output found in {where}; run "
+        f"no --model given and no finished MAE pre-training output found in {where}{hint}; run "
         "`python scripts/pretrain_mae.py` first or pass --model <checkpoint dir or Hub name>"
     )
 
 
 def _main_job_output_dirs() -> list[Path]:
-    return []
+    """Where scripts/pretrain_mae.py writes by default (PretrainArguments.output_dir)."""
+    import dataclasses
+
+    try:
+        from ..training.pretrain import PretrainArguments
+    except ImportError:
+        return []
+    default = next((f.default for f in dataclasses.fields(PretrainArguments) if f.name == "output_dir"), None)
+    if not isinstance(default, str):
+        return []
+    folder = Path(default)
+    if folder.is_absolute():
+        return [folder]
+    root = Path(__file__).resolve().parents[2]
+    return list(dict.fromkeys([folder, root / folder]))
 
 
 def _title(model: nn.Module) -> str:
