@@ -102,6 +102,7 @@ class ImageStream(IterableDataset):
         )
         self.image_column = source.image_column
         self.label_column = source.label_column if with_labels else None
+        self.key_column = source.key_column
         self.transform, self.collate = transform, collate
         self.batch_size, self.infinite, self.drop_last = batch_size, infinite, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -112,6 +113,8 @@ class ImageStream(IterableDataset):
         # The CPU generator only: torch.manual_seed also (lazily) seeds accelerators, slowly.
         torch.default_generator.manual_seed(_record_seed(self.seed, self.rank, worker, epoch, position))
         example = {"pixel_values": self.transform(open_image(record[self.image_column]))}
+        key = record.get(self.key_column) if self.key_column else None
+        example["_key"] = str(key) if key is not None else f"{self.rank}:{worker}:{epoch}:{position}"
         if self.label_column is not None:
             example["labels"] = int(record[self.label_column])
         return example
@@ -139,8 +142,9 @@ class ImageStream(IterableDataset):
     def _emit(self, examples: list[dict[str, Any]], bad: list[BadImage], worker: int,
               state: dict[str, int]) -> dict[str, Any]:
         state["batches"] += 1
+        keys = [e.pop("_key") for e in examples]
         batch = self.collate(examples) if examples else {}
-        batch["_meta"] = {"worker": worker, "state": dict(state), "bad": [asdict(b) for b in bad]}
+        batch["_meta"] = {"worker": worker, "state": dict(state), "bad": [asdict(b) for b in bad], "keys": keys}
         return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -167,6 +171,7 @@ class ImageStream(IterableDataset):
                 continue
             consecutive_bad = 0
             if self.batch_size is None:
+                example.pop("_key")
                 yield example
                 continue
             examples.append(example)
@@ -201,6 +206,7 @@ class StreamLoader:
         self.next_worker = 0
         self.bad_images = 0
         self.first_bad: list[str] = []
+        self.last_keys: list[str] = []  # ids of the examples in the last batch (audits, multi-process tests)
         self.max_reports = 5
 
     def _loader(self) -> DataLoader:
@@ -211,6 +217,7 @@ class StreamLoader:
 
     def _note(self, meta: dict[str, Any]) -> None:
         self.worker_states[meta["worker"]] = meta["state"]
+        self.last_keys = meta["keys"]
         for item in meta["bad"]:
             self.bad_images += 1
             if len(self.first_bad) < self.max_reports:

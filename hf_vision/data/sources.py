@@ -26,6 +26,7 @@ class ImageSource:
     num_examples: int | None
     name: str
     split: str
+    key_column: str | None = None  # an example id when the format has one (webdataset's __key__)
 
     @property
     def num_labels(self) -> int | None:
@@ -95,7 +96,8 @@ def load_image_source(
         )
     label_col = _find_column(features, label_column, LABEL_COLUMN_GUESSES, "label", "ClassLabel") if with_labels \
         else None
-    keep = [image_col] + ([label_col] if label_col else [])
+    key_col = "__key__" if features is not None and "__key__" in features else None  # webdataset's example id
+    keep = [image_col] + ([label_col] if label_col else []) + ([key_col] if key_col else [])
     dataset = dataset.select_columns(keep).cast_column(image_col, Image(decode=False))
     class_names = None
     if label_col is not None and type(features[label_col]).__name__ == "ClassLabel":
@@ -105,7 +107,7 @@ def load_image_source(
         num_examples = digits_num_examples().get(split)
     elif dataset.info.splits and split in dataset.info.splits:
         num_examples = dataset.info.splits[split].num_examples or None
-    return ImageSource(dataset, image_col, label_col, class_names, num_examples, source, split)
+    return ImageSource(dataset, image_col, label_col, class_names, num_examples, source, split, key_col)
 
 
 def available_splits(source: str | None, config_name: str | None = None) -> list[str]:
