@@ -177,6 +177,8 @@ def from_pretrained(
         if preset is None:
             raise ValueError(f"{path} is a single checkpoint file: pass preset=<name> (see hf_vision.preset_names())")
         return convert.load_official(path, preset, **kwargs)
+    if path.suffix in OFFICIAL_SUFFIXES:  # meant as a file, not a Hub name
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
     config = _read_json(str(name_or_path), "config.json", **hub)
     if config is None:
         raise ValueError(f"{name_or_path} has no config.json (neither a local folder nor a Hub repo with one)")

@@ -137,7 +137,9 @@ def count_parameters(folder: str | Path) -> int:
 
 
 def result_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    """Trainer-style metrics ({"eval_accuracy": 0.81, "eval_runtime": 3.2}) -> results ({"accuracy": 0.81})."""
+    """Trainer-style metrics ({"eval_accuracy": 0.81, "eval_runtime": 3.2}) -> results ({"accuracy": 0.81}).
+
+    Bookkeeping (runtimes, throughput, epoch, flos) is dropped; `train_loss` stays (pre-training's result)."""
     out: dict[str, float] = {}
     for key, value in (metrics or {}).items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -145,7 +147,7 @@ def result_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
         name = key
         for prefix in ("eval_", "test_", "validation_"):
             name = name.removeprefix(prefix)
-        if key.startswith("train_") or any(name.endswith(skip) for skip in _NOT_RESULTS):
+        if any(name.endswith(skip) for skip in _NOT_RESULTS):
             continue
         out[name] = float(value)
     return out

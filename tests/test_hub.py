@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 import hf_vision
 from hf_vision import convert
 from hf_vision.hub import check_checkpoint_folder, push_folder, push_to_hub, save_with_card
-from hf_vision.model_card import build_model_card, card_for_folder, card_for_model, validate_card
+from hf_vision.model_card import build_model_card, card_for_folder, card_for_model, result_metrics, validate_card
 
 from .cases import CASES, tiny_mae, tiny_swin, tiny_vit
 from .fake_hub import FakeHub
@@ -532,6 +532,8 @@ def test_single_file_needs_a_preset(tmp_path):
     (tmp_path / "ViT-B_16.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="preset"):
         hf_vision.from_pretrained(tmp_path / "ViT-B_16.npz")
+    with pytest.raises(FileNotFoundError, match="ViT-L_16.npz"):
+        hf_vision.from_pretrained(tmp_path / "ViT-L_16.npz", preset="vit-large-patch16-224")
 
 
 # ------------------------------------------------------------------------------------------- loading errors
@@ -625,6 +627,8 @@ def test_saved_checkpoint_carries_its_card(tmp_path):
                    training_args={"mask_ratio": 0.75, "epochs": 800})
     card = huggingface_hub.ModelCard.load(tmp_path / "README.md")
     validate_card(card)
+    assert result_metrics({"train_loss": 0.3, "train_runtime": 5.0, "train_samples_per_second": 9.0, "epoch": 1,
+                           "eval_top1": 0.5, "note": "text"}) == {"train_loss": 0.3, "top1": 0.5}
     assert card.data.pipeline_tag == "image-feature-extraction"
     assert "masked-image-modeling" in card.data.tags and "arxiv:2111.06377" in card.data.tags
     assert card.data.eval_results[0].task_type == "masked-image-modeling"
