@@ -87,14 +87,14 @@ def push_folder(
              if p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in ignore_patterns)}
     readme = None
     if "README.md" not in files or card_kwargs:
-        card = card_for_folder(folder, repo_id=repo_id, **(card_kwargs or {}))
+        card = card_for_folder(folder, **{"repo_id": repo_id, **(card_kwargs or {})})
         readme = str(card).encode()
     else:
         card = files["README.md"].read_text()
     validate_card(card)
 
     api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # "name" -> "user/name"
     if private is not None and api.model_info(repo_id).private != private:  # an existing repo changes visibility
         api.update_repo_settings(repo_id, private=private)
     if revision and revision != "main" and not create_pr:
@@ -210,7 +210,7 @@ def convert_source(source):
 
 
 def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if v not in (None, False)}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:

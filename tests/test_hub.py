@@ -152,6 +152,8 @@ def test_push_to_branch_private_repo_and_commit_messages(hub):
     assert json.loads(Path(path).read_text())["model_type"] == "hfv_vit"
     with pytest.raises(huggingface_hub.errors.HfHubHTTPError):  # writing needs the token
         push_to_hub(_tiny_classifier(), "org/other", token=False)
+    push_to_hub(_tiny_classifier(), "bare-name", token=TOKEN)  # no namespace: the token's user owns it
+    assert f"{hub.user}/bare-name" in hub.repos and len(hub.repos[f"{hub.user}/bare-name"].history()) == 2
 
 
 def test_invalid_card_is_rejected_before_any_upload(hub, tmp_path):
