@@ -279,6 +279,46 @@ def _swin_t_suite(config_overrides: dict[str, Any], references: set[str]):
     return contenders
 
 
+@register_suite("mae-vit-base-patch16")
+def _mae_b16_suite(config_overrides: dict[str, Any], references: set[str]):
+    """MAE pre-training step (75% masking, same noise for all) against transformers' ViTMAEForPreTraining, plus
+    our full ViT classifier with the same encoder ("ours ViT": its ratio is ViT step time / MAE step time)."""
+    from modeling.mae.modeling_mae import MAEForPreTraining
+    from modeling.vit.configuration_vit import ViTConfig
+    from modeling.vit.modeling_vit import ViTForImageClassification
+
+    config = get_config("mae-vit-base-patch16", **config_overrides)
+    contenders: dict[str, Contender | Unavailable] = {"ours": Contender(MAEForPreTraining(config), "hf_mae")}
+    if "timm" in references:
+        contenders["timm"] = Unavailable("timm has no MAE pre-training model (encoder only)")
+    if "transformers" in references:
+        if config.mask_strategy != "random" or config.encoder_mask_tokens:
+            contenders["transformers"] = Unavailable("transformers' ViTMAE only masks at random, encoder w/o [M]")
+        else:
+            from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+            size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+            hf_config = ViTMAEConfig(
+                image_size=size, patch_size=config.patch_size, num_channels=config.num_channels,
+                hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+                num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+                hidden_act=config.hidden_act, layer_norm_eps=config.layer_norm_eps, qkv_bias=config.qkv_bias,
+                decoder_hidden_size=config.decoder_hidden_size,
+                decoder_num_hidden_layers=config.decoder_num_hidden_layers,
+                decoder_num_attention_heads=config.decoder_num_attention_heads,
+                decoder_intermediate_size=config.decoder_intermediate_size, mask_ratio=config.mask_ratio,
+                norm_pix_loss=config.norm_pix_loss,
+            )
+            hf_config._attn_implementation = "sdpa"
+            contenders["transformers"] = Contender(ViTMAEForPreTraining(hf_config), "hf_mae")
+    encoder = {k: getattr(config, k) for k in (
+        "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "intermediate_size", "hidden_act", "layer_norm_eps", "qkv_bias")}
+    contenders["ours ViT"] = Contender(ViTForImageClassification(ViTConfig(**encoder, num_labels=1000)),
+                                       "hf_classify")
+    return contenders
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

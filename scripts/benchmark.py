@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --preset vit-base-patch16-224 --threads 2 --batch_size 8
     python scripts/benchmark.py --preset vit-base-r50-s16-224 --mode train --repeats 7 --json out.json
+    python scripts/benchmark.py --preset mae-vit-base-patch16 --mode train --threads 2 --batch_size 8
     python scripts/benchmark.py --preset vit-base-patch16-224 --config hidden_size=64,num_hidden_layers=2
 
 Prints a table of medians (with min-max spread) and the ratios ours/reference; see hf_vision/benchmark.py.

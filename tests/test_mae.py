@@ -414,3 +414,18 @@ def test_remote_code_without_the_package(tmp_path):
     result = subprocess.run([sys.executable, "-c", _REMOTE, repo, str(tmp_path / "ckpt"), str(tmp_path / "io.pt")],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_benchmark_suite_runs_tiny():
+    from hf_vision import benchmark
+
+    tiny = ("image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
+            "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2")
+    settings = benchmark.Settings(preset="mae-vit-base-patch16", batch_size=2, repeats=1, warmup=0,
+                                  modes=("train",), memory=False, config_overrides=benchmark.parse_overrides([tiny]))
+    report = benchmark.run_benchmark(settings)
+    assert list(report["results"]) == ["ours", "transformers", "ours ViT"]
+    # the same model; transformers counts its two frozen sin-cos tables (17 x 32, 17 x 16) as parameters
+    tables = (17 * 32 + 17 * 16) / 1e6
+    assert report["results"]["ours"]["params_m"] + tables == pytest.approx(report["results"]["transformers"]["params_m"])
+    assert report["ratios"]["timm"]["train"] is None and report["ratios"]["transformers"]["train"] > 0
