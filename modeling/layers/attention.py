@@ -8,7 +8,9 @@ asking for the weights always takes the eager path, because fused kernels never 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 
@@ -57,15 +59,30 @@ class Attention(nn.Module):
         *,
         attn_implementation: str = "sdpa",
         output_attentions: bool = False,
+        num_queries: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`num_queries`: only the first that many tokens attend and are returned (all tokens are still keys and
+        values); the classifier's last block needs just the class token. `attn_bias` rows are cut to match."""
         b, n, c = x.shape
         # (B, N, 3*C) -> (3, B, heads, N, head_dim)
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if num_queries is not None and num_queries < n:
+            q = q[:, :, :num_queries]
+            if attn_bias is not None and attn_bias.shape[-2] == n:
+                attn_bias = attn_bias[..., :num_queries, :]
+        n_out = q.shape[2]
         impl = "eager" if output_attentions else (attn_implementation or "sdpa")
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)
-        out, weights = attention(
-            self, q, k, v, attn_bias, scaling=self.scaling, dropout=self.attn_drop if self.training else 0.0
-        )
+        dropout = self.attn_drop if self.training else 0.0
+        if attention is sdpa_attention_forward:
+            # transformers' own sdpa wrapper, minus its decoder-only bookkeeping: same kernel, same result.
+            # (B, heads, N, head_dim) -> (B, N, heads, head_dim); the CPU/CUDA kernels already lay it out this way
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_bias, dropout_p=dropout, scale=self.scaling
+            ).transpose(1, 2)
+            weights = None
+        else:
+            out, weights = attention(self, q, k, v, attn_bias, scaling=self.scaling, dropout=dropout)
         # (B, N, heads, head_dim) -> (B, N, C)
-        out = self.proj_drop(self.proj(out.reshape(b, n, c)))
+        out = self.proj_drop(self.proj(out.reshape(b, n_out, c)))
         return out, (weights if output_attentions else None)

@@ -40,13 +40,27 @@ class Block(GradientCheckpointingLayer):
         *,
         attn_implementation: str = "sdpa",
         output_attentions: bool = False,
+        num_queries: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`num_queries`: return only the first that many tokens (they still attend to all); see Attention."""
         y, weights = self.attn(
-            self.norm1(x), attn_bias, attn_implementation=attn_implementation, output_attentions=output_attentions
+            self.norm1(x), attn_bias, attn_implementation=attn_implementation, output_attentions=output_attentions,
+            num_queries=num_queries,
         )
-        x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x, weights
+        if num_queries is not None:
+            x = x[:, :num_queries]
+        x = residual_add(x, self.drop_path(y))
+        return residual_add(x, self.drop_path(self.mlp(self.norm2(x)))), weights
+
+
+def residual_add(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """x + branch; without autograd it adds into `branch` (a fresh tensor made by the branch) to skip one
+    allocation per residual. With autograd it stays out of place: `branch` is often a view of a matmul output,
+    and an in-place add on it would make backward copy the gradient."""
+    if (torch.is_grad_enabled() or branch.shape != x.shape or branch.dtype != x.dtype
+            or branch.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
+        return x + branch
+    return branch.add_(x)
 
 
 class Encoder(nn.Module):
@@ -81,12 +95,22 @@ class Encoder(nn.Module):
         attn_implementation: str = "sdpa",
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        last_block_queries: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """Returns (last, hidden_states incl. the input, attentions); the tuples are None unless asked for."""
+        """Returns (last, hidden_states incl. the input, attentions); the tuples are None unless asked for.
+
+        `last_block_queries=k`: the last block computes only the first k tokens (e.g. the class token when that
+        is all a classifier reads), saving most of one block; `last` is then (B, k, dim). Ignored when hidden
+        states or attentions are requested, since those promise every token.
+        """
         hidden_states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
-        for block in self.blocks:
-            x, weights = block(x, None, attn_implementation=attn_implementation, output_attentions=output_attentions)
+        if output_hidden_states or output_attentions:
+            last_block_queries = None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x, weights = block(x, None, attn_implementation=attn_implementation, output_attentions=output_attentions,
+                               num_queries=last_block_queries if i == last else None)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:

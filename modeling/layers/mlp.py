@@ -15,6 +15,16 @@ class Mlp(nn.Module):
         self.act = ACT2FN[act]
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
+        # exact GELU can overwrite fc1's output when nothing keeps it for backward (the widest tensor of a block)
+        self.exact_gelu = act == "gelu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        h = self.fc1(x)
+        if self.exact_gelu and not torch.is_grad_enabled() and type(self.act) is _GELU:
+            h = torch.ops.aten.gelu_(h)
+        else:
+            h = self.act(h)
+        return self.drop(self.fc2(self.drop(h)))
+
+
+_GELU = type(ACT2FN["gelu"])

@@ -206,7 +206,12 @@ class ViTModel(ViTPreTrainedModel):
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
+        pooled_only: bool = False,
     ) -> BaseModelOutputWithPooling | tuple:
+        """`pooled_only=True` promises that only `pooler_output` will be read (as the classifier does): with
+        class-token pooling the last block then computes the class token alone (about 1/15 of the encoder's
+        work at 224) and `last_hidden_state` holds just the prefix tokens. Hidden states and attentions, when
+        asked for, are always complete."""
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -215,11 +220,13 @@ class ViTModel(ViTPreTrainedModel):
         )
         weight = self.embeddings.patch_embed.proj.weight
         x = self.embeddings(pixel_values.to(weight.dtype), interpolate_pos_encoding=interpolate_pos_encoding)
+        prefix = self.embeddings.num_prefix_tokens
         x, hidden_states, attentions = self.encoder(
             x,
             attn_implementation=self.attn_implementation,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            last_block_queries=prefix if pooled_only and self.config.pooling == "cls" and prefix else None,
         )
         x = self.norm(x)
         out = BaseModelOutputWithPooling(
@@ -258,6 +265,7 @@ class ViTForImageClassification(ViTPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            pooled_only=True,
         )
         logits = self.classifier(self.head_norm(out.pooler_output))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
