@@ -106,6 +106,17 @@ def test_from_timm_r50_hybrid():
         torch.testing.assert_close(ours(x).logits, ref(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name, layers", [("vit_tiny_r_s16_p8_224", []), ("vit_small_r26_s32_224", [2, 2, 2, 2])])
+def test_from_timm_other_trunk_depths(name, layers):
+    """Stem-only and four-stage trunks: the stride follows the stage count (4 and 32) times the patch size."""
+    ref = _randomize(timm.create_model(name, pretrained=False, img_size=64, depth=1, num_classes=3))
+    ours = convert.from_timm(ref)
+    assert ours.config.backbone_layers == layers and ours.config.grid_stride == 32
+    x = _images(64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x).logits, ref(x), atol=1e-4, rtol=1e-4)
+
+
 def _tiny_timm_hybrid(layers=(1, 2), patch_size=2, img_size=32, **kwargs):
     """A timm VisionTransformer on a small timm ResNetV2 trunk (same classes as vit_*_r50_*, smaller widths)."""
     from timm.layers import GroupNormAct, HybridEmbed, StdConv2dSame
