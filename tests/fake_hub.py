@@ -270,8 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _validate_yaml(self) -> None:
         payload = json.loads(self._body() or b"{}")
         problem = validate_yaml_metadata(payload.get("content", ""))
-        if problem:
+        if problem and "text/plain" in (self.headers.get("Accept") or ""):  # ModelCard.validate reads text
             return self._send(400, problem.encode(), content_type="text/plain")
+        if problem:  # create_commit reads {"errors": [{"message": ...}]}
+            return self._json(400, {"errors": [{"message": problem}], "warnings": []})
         self._json(200, {"errors": [], "warnings": []})
 
     def _model_info(self, repo_id: str, revision: str) -> None:

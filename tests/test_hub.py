@@ -165,6 +165,20 @@ def test_invalid_card_is_rejected_before_any_upload(hub, tmp_path):
     assert "org/bad-card" not in hub.repos or len(hub.repos["org/bad-card"].history()) == 1
 
 
+def test_fake_hub_checks_card_metadata_like_the_hub(hub):
+    """The server side of the check: huggingface_hub sends README.md to /api/validate-yaml before committing."""
+    api = huggingface_hub.HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo("org/y")
+    with pytest.raises(ValueError, match="license"):
+        api.create_commit("org/y", [huggingface_hub.CommitOperationAdd("README.md", b"---\nlicense: [a]\n---\n")],
+                          commit_message="bad card")
+    assert len(hub.repos["org/y"].history()) == 1  # nothing committed
+    card = huggingface_hub.ModelCard("---\nlicense: apache-2.0\ntags: [1]\n---\n# x\n")
+    with pytest.raises(ValueError, match="tags"):
+        card.validate()  # huggingface_hub's own online check, answered by the fake
+    card_for_model(_tiny_classifier()).validate()
+
+
 def test_push_folder_builds_card_from_run_files_and_skips_training_leftovers(hub, tmp_path):
     model = _tiny_classifier()
     model.save_pretrained(tmp_path)
@@ -218,7 +232,8 @@ def test_every_family_saves_a_pushable_folder_with_a_valid_card(case, tmp_path):
     expected_pipeline = "image-classification" if case.auto_class == "AutoModelForImageClassification" \
         else "image-feature-extraction"
     assert card.data.pipeline_tag == expected_pipeline
-    assert f"{sum(p.numel() for p in model.parameters()):,}" in card.text or "Parameters" in card.text
+    stored = sum(t.numel() for t in load_file(tmp_path / "model.safetensors").values())
+    assert f"({stored:,})" in card.text
 
 
 # ------------------------------------------------------------------------------------------------------- pull
@@ -512,6 +527,15 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize("build", [_hf_mae, _hf_swin], ids=["vit-mae", "swin"])
+def test_convert_checkpoint_verifies_against_transformers(build, tmp_path):
+    build(tmp_path / "released")
+    report = hf_vision.hub.convert_checkpoint(tmp_path / "released", tmp_path / "out")
+    assert report["kind"] == "transformers" and report["verified"] and report["compared"] == "logits"
+    assert report["max_abs_diff"] < 1e-4
+    check_checkpoint_folder(tmp_path / "out")
 
 
 def test_convert_script_end_to_end(tmp_path):
