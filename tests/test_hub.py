@@ -538,13 +538,17 @@ def test_convert_checkpoint_verifies_against_transformers(build, tmp_path):
     check_checkpoint_folder(tmp_path / "out")
 
 
-def test_convert_script_end_to_end(tmp_path):
+def test_convert_script_end_to_end(hub, tmp_path, monkeypatch):
     from timm.models import save_for_hf
 
     source = _perturbed(_tiny_timm_vit())
     save_for_hf(source, str(tmp_path / "timm-ckpt"), safe_serialization=True)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
     script = _script("convert")
-    script.main(script.parse_args([str(tmp_path / "timm-ckpt"), str(tmp_path / "out")]))
+    script.main(script.parse_args([str(tmp_path / "timm-ckpt"), str(tmp_path / "out"), "--push_to_hub", "org/converted"]))
+    pushed = hub.repos["org/converted"].resolve("main")
+    assert pushed.message == f"Convert {tmp_path / 'timm-ckpt'} to hf-vision"
+    assert {"model.safetensors", "README.md", "conversion.json", "modeling_vit.py"} <= set(pushed.files)
     report = json.loads((tmp_path / "out" / "conversion.json").read_text())
     assert report["kind"] == "timm" and report["verified"] and report["max_abs_diff"] < 1e-4
     validate_card((tmp_path / "out" / "README.md").read_text())
