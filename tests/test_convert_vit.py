@@ -106,13 +106,14 @@ def test_from_timm_r50_hybrid():
         torch.testing.assert_close(ours(x).logits, ref(x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name, layers", [("vit_tiny_r_s16_p8_224", []), ("vit_small_r26_s32_224", [2, 2, 2, 2])])
-def test_from_timm_other_trunk_depths(name, layers):
+@pytest.mark.parametrize("name, layers, size", [("vit_tiny_r_s16_p8_224", [], 64),
+                                                ("vit_small_r26_s32_224", [2, 2, 2, 2], 32)])
+def test_from_timm_other_trunk_depths(name, layers, size):
     """Stem-only and four-stage trunks: the stride follows the stage count (4 and 32) times the patch size."""
-    ref = _randomize(timm.create_model(name, pretrained=False, img_size=64, depth=1, num_classes=3))
+    ref = _randomize(timm.create_model(name, pretrained=False, img_size=size, depth=1, num_classes=3))
     ours = convert.from_timm(ref)
     assert ours.config.backbone_layers == layers and ours.config.grid_stride == 32
-    x = _images(64, 64)
+    x = _images(size, size)
     with torch.no_grad():
         torch.testing.assert_close(ours(x).logits, ref(x), atol=1e-4, rtol=1e-4)
 
