@@ -11,7 +11,14 @@ import transformers
 
 import hf_vision
 from hf_vision.presets import PRESETS
-from modeling.swin.modeling_swin import MASK_VALUE, shift_mask, window_partition, window_reverse
+from modeling.swin.modeling_swin import (
+    MASK_VALUE,
+    permute_tokens,
+    shift_mask,
+    window_order,
+    window_partition,
+    window_reverse,
+)
 
 from .cases import tiny_swin
 
@@ -38,6 +45,27 @@ def test_window_partition_is_inverted_and_cuts_true_windows(shape, window):
         r, q = divmod(k, cols)
         tile = x[0, r * window:(r + 1) * window, q * window:(q + 1) * window].reshape(-1, c)
         assert torch.equal(windows[k], tile)
+
+
+@pytest.mark.parametrize("height, width, window, shift", [(8, 8, 4, 2), (6, 10, 2, 1), (14, 21, 7, 3), (4, 4, 4, 0)])
+def test_window_order_is_roll_then_partition(height, width, window, shift):
+    x = torch.randn(2, height, width, 3)
+    reference = window_partition(torch.roll(x, shifts=(-shift, -shift), dims=(1, 2)), window)
+    order = window_order(height, width, window, shift)
+    gathered = x.reshape(2, -1, 3)[:, order].reshape(reference.shape)
+    assert torch.equal(gathered, reference)
+    inverse = torch.argsort(order)
+    back = permute_tokens(gathered.reshape(2, -1, 3), inverse, order).view_as(x)
+    assert torch.equal(back, x)
+
+
+def test_permute_tokens_gradient_is_the_inverse_gather():
+    x = torch.randn(2, 16, 3, requires_grad=True)
+    order = window_order(4, 4, 2, 1)
+    grad = torch.randn(2, 16, 3)
+    permute_tokens(x, order, torch.argsort(order)).backward(grad)
+    reference = torch.zeros(2, 16, 3).index_add_(1, order, grad)  # autograd's rule for a gather, by hand
+    assert torch.equal(x.grad, reference)
 
 
 @pytest.mark.parametrize("height, width, window, shift", [(8, 8, 4, 2), (12, 8, 4, 2), (14, 21, 7, 3)])
@@ -251,3 +279,44 @@ def test_state_dict_keys_are_the_official_format():
                 "swin.layers.0.downsample.norm.bias", "swin.norm.weight", "head.weight"]:
         assert key in keys, key
     assert "swin.layers.0.downsample.reduction.bias" not in keys  # Linear 4C -> 2C without bias
+
+
+_REMOTE = """
+import importlib.util, json, sys
+repo, ckpt = sys.argv[1], sys.argv[2]
+sys.path[:] = [p for p in sys.path if p not in ("", ".", repo) and not p.startswith(repo)]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
+                    and "editable" not in getattr(f, "__name__", "").lower()]
+for name in ("hf_vision", "modeling"):
+    assert importlib.util.find_spec(name) is None, name + " is importable"
+import torch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained(ckpt, trust_remote_code=True).eval()
+x = torch.randn(2, 3, 37, 45, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    print(json.dumps({"module": type(model).__module__, "logits": model(x).logits.tolist()}))
+"""
+
+
+def test_remote_code_checkpoint_runs_without_the_package(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = _model(hf_vision.SwinForImageClassification)
+    model.save_pretrained(tmp_path / "ckpt")
+    auto_map = json.loads((tmp_path / "ckpt" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoBackbone"] == "modeling_swin.SwinBackbone"
+    repo = str(Path(hf_vision.__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", _REMOTE, repo, str(tmp_path / "ckpt")], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+                          "TRANSFORMERS_VERBOSITY": "error"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["module"].startswith("transformers_modules")
+    x = torch.randn(2, 3, 37, 45, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(payload["logits"]), model(x).logits, atol=1e-5, rtol=1e-5)

@@ -3,7 +3,7 @@ patch merging between stages; a classifier and a multi-scale backbone for detect
 
 Attribute names follow Microsoft's release (patch_embed.proj/norm, layers.N.blocks.M.attn.qkv/proj/
 relative_position_bias_table, layers.N.downsample.norm/reduction, norm, head), so conversions are renames.
-Layout is channels-last (B, H, W, C) between blocks: windows are cut from it without transposes.
+Layout is channels-last (B, H, W, C) between blocks; a block cuts its (shifted) windows with one cached gather.
 
 Any input size works, and the model holds no per-input state: the effective window and shift of a block are
 worked out per call from the feature-map size (a map no larger than the window is one window, unshifted, as in
@@ -87,6 +87,38 @@ def shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor
     return torch.zeros(different.shape).masked_fill_(different, MASK_VALUE)
 
 
+def window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """(H*W,) source positions that lay a row-major (H, W) map out window by window after a cyclic shift:
+    `x.flatten(1, 2)[:, order]` == `window_partition(torch.roll(x, (-shift, -shift), (1, 2)), window)` flattened.
+    One gather instead of two rolls and a partition copy (torch.roll on CPU copies once per rolled axis)."""
+    rows = torch.arange(height).view(height // window, 1, window, 1)
+    cols = torch.arange(width).view(1, width // window, 1, window)
+    # (H/w, W/w, w, w): window-major, then row-major inside each window
+    return (((rows + shift) % height) * width + (cols + shift) % width).reshape(-1)
+
+
+class _PermuteTokens(torch.autograd.Function):
+    """x[:, order] along dim 1 for a permutation `order`; the gradient is the gather by its inverse (one pass,
+    where index_select's own backward would zero-fill and scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def permute_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """(B, L, C) -> (B, L, C) with tokens in `order` (`inverse` is its inverse permutation)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _PermuteTokens.apply(x, order, inverse)
+    return x.index_select(1, order)
+
+
 class WindowCache:
     """Shape-only tensors (shift masks, relative-position indices) built once per geometry and device.
 
@@ -114,6 +146,16 @@ class WindowCache:
         return self._get(("mask", height, width, window, shift, device, dtype),
                          lambda: shift_mask(height, width, window, shift).to(device, dtype))
 
+    def order(self, height: int, width: int, window: int, shift: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order, inverse) of `window_order` for a padded (height, width) map."""
+        def build() -> torch.Tensor:
+            order = window_order(height, width, window, shift)
+            return torch.stack([order, torch.argsort(order)]).to(device)
+
+        both = self._get(("order", height, width, window, shift, device), build)
+        return both[0], both[1]
+
     def _get(self, key: tuple, build) -> torch.Tensor:
         value = self._store.get(key)
         if value is None:
@@ -137,6 +179,8 @@ class WindowPlan:
     padded: tuple[int, int]
     index: torch.Tensor | None  # (w*w*w*w,) into the bias table, None without relative bias
     mask: torch.Tensor | None  # (nW, w*w, w*w), None without shift
+    order: torch.Tensor  # (Hp*Wp,) gather that shifts and partitions the padded map (see `window_order`)
+    inverse: torch.Tensor  # (Hp*Wp,) its inverse: windows back to the row-major map, shift undone
 
 
 # ----------------------------------------------------------------------------------------------- layers
@@ -227,7 +271,8 @@ class SwinBlock(GradientCheckpointingLayer):
         index = cache.index(window, self.window_size, device) if self.attn.relative_position_bias_table is not None \
             else None
         mask = cache.mask(*padded, window, shift, device, dtype) if shift else None
-        return WindowPlan(window, shift, padded, index, mask)
+        order, inverse = cache.order(*padded, window, shift, device)
+        return WindowPlan(window, shift, padded, index, mask, order, inverse)
 
     def forward(self, x: torch.Tensor, plan: WindowPlan, *, attn_implementation: str = "sdpa",
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -236,14 +281,12 @@ class SwinBlock(GradientCheckpointingLayer):
         y = self.norm1(x)
         if (hp, wp) != (h, w):
             y = F.pad(y, (0, 0, 0, wp - w, 0, hp - h))
-        if shift:
-            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-        windows = window_partition(y, window)  # (B*nW, w*w, C)
+        # (B, Hp, Wp, C) -> (B, Hp*Wp, C) in shifted-window order -> (B*nW, w*w, C)
+        windows = permute_tokens(y.reshape(b, hp * wp, c), plan.order, plan.inverse).view(-1, window * window, c)
         out, weights = self.attn(windows, self.attn.attn_bias(plan, b), attn_implementation=attn_implementation,
                                  output_attentions=output_attentions)
-        y = window_reverse(out, window, hp, wp)  # (B, Hp, Wp, C)
-        if shift:
-            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+        # (B*nW, w*w, C) -> (B, Hp*Wp, C) row-major, shift undone -> (B, Hp, Wp, C)
+        y = permute_tokens(out.view(b, hp * wp, c), plan.inverse, plan.order).view(b, hp, wp, c)
         if (hp, wp) != (h, w):
             y = y[:, :h, :w]
         x = x + self.drop_path(y)
