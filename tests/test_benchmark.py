@@ -41,11 +41,15 @@ def test_script_end_to_end(tmp_path):
             img_s = res[mode]["img_s"]
             assert len(img_s["all"]) == 2 and all(v > 0 for v in img_s["all"])
             assert img_s["min"] <= img_s["median"] <= img_s["max"]
+            assert len(res[mode]["img_per_cpu_s"]["all"]) == 2
             assert res[mode]["peak_mem_mb"] is None or res[mode]["peak_mem_mb"] >= 0
     for ref in ("timm", "transformers"):
         for mode in ("inference", "train"):
             expected = report["results"]["ours"][mode]["img_s"]["median"] / report["results"][ref][mode]["img_s"]["median"]
             assert report["ratios"][ref][mode] == pytest.approx(expected)
+            cpu = (report["results"]["ours"][mode]["img_per_cpu_s"]["median"]
+                   / report["results"][ref][mode]["img_per_cpu_s"]["median"])
+            assert report["cpu_ratios"][ref][mode] == pytest.approx(cpu)
 
 
 def test_single_mode_no_references_in_process():
