@@ -308,6 +308,35 @@ def test_window_attention_map_puts_each_key_where_it_came_from(shift):
     np.testing.assert_array_equal(amap[0], expected)
 
 
+@pytest.mark.parametrize("shift", [0, 1])
+def test_window_attention_distance_known_answers(shift):
+    from hf_vision.analysis.swin import window_attention_distances
+
+    window, stride, n = 2, 4, 4
+    eye = torch.eye(n).expand(1, 4, 3, n, n)  # 4 windows of a 4x4 map, 3 heads, every token attends to itself
+    np.testing.assert_allclose(window_attention_distances(eye, (4, 4), window, shift, (4, 4), stride), 0.0)
+    uniform = torch.full((1, 4, 3, n, n), 1.0 / n)
+    # a 2x2 window: from each token, distances 0, 1, 1, sqrt(2) tokens; shift=1 wraps tokens to the far side
+    cells = [(r, c) for r in range(4) for c in range(4)]
+    if shift == 0:
+        expected = stride * (2 + math.sqrt(2)) / 4
+    else:  # brute force over the rolled windows, in original coordinates
+        total = []
+        for wr, wc in itertools.product(range(2), range(2)):
+            members = [((wr * 2 + r + 1) % 4, (wc * 2 + c + 1) % 4) for r in range(2) for c in range(2)]
+            total += [np.mean([stride * math.hypot(a[0] - b[0], a[1] - b[1]) for b in members]) for a in members]
+        expected = np.mean(total)
+        assert len(cells) == len(total)
+    np.testing.assert_allclose(window_attention_distances(uniform, (4, 4), window, shift, (4, 4), stride), expected)
+    # padding: a 3x3 map padded to 4x4; only real tokens count (each query's weights renormalised over them)
+    padded = window_attention_distances(uniform, (4, 4), window, 0, (3, 3), stride)
+    real = [[(r, c) for r in range(wr * 2, wr * 2 + 2) for c in range(wc * 2, wc * 2 + 2) if r < 3 and c < 3]
+            for wr, wc in itertools.product(range(2), range(2))]
+    expected = np.mean([np.mean([stride * math.hypot(a[0] - b[0], a[1] - b[1]) for b in group])
+                        for group in real for a in group])
+    np.testing.assert_allclose(padded, expected)
+
+
 def test_swin_shifted_block_attention_respects_the_region_mask():
     from hf_vision.analysis.swin import region_attention_mask, stage_windows
 
@@ -328,9 +357,10 @@ def test_visualize_swin(tmp_path):
     images = [("noise", np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))]
     records = analysis.visualize(model, images, tmp_path, progress=False)
     drawn = {r.file for r in records if isinstance(r, analysis.FigureRecord)}
-    assert drawn == {"patch_embedding_filters.png", "swin_window_attention.png", "swin_shift_regions.png"}
+    assert drawn == {"patch_embedding_filters.png", "swin_window_attention.png", "swin_shift_regions.png",
+                     "mean_attention_distance.png"}
     skipped = {r.name for r in records if isinstance(r, analysis.Skipped)}
-    assert "position embedding similarity" in skipped
+    assert skipped == {"position embedding similarity", "attention rollout"}
     with pytest.raises(AnalysisNotApplicable, match="windows"):
         analysis.describe(model)
 

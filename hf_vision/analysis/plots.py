@@ -74,18 +74,27 @@ def plot_position_similarity(similarity: np.ndarray, *, title: str = "") -> Figu
     return fig
 
 
-def plot_attention_distance(distances: np.ndarray, *, patch_size: int | None = None, title: str = "") -> Figure:
-    """(layers, heads) mean attention distance in pixels as a scatter of heads per layer (ViT Figure 7, right)."""
-    layers, heads = distances.shape
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+def plot_attention_distance(distances, *, patch_size: int | None = None, layer_labels: list[str] | None = None,
+                            title: str = "") -> Figure:
+    """Mean attention distance in pixels as a scatter of heads per layer (ViT Figure 7, right).
+
+    distances: (layers, heads), or a list of per-layer (heads,) arrays when the head count varies (Swin).
+    """
+    layers = [np.asarray(d, dtype=np.float64) for d in distances]
+    heads = max(len(d) for d in layers)
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.32 * len(layers) + 2.0), 4.2))
     colours = plt.get_cmap("tab20" if heads > 10 else "tab10")
     for h in range(heads):
-        ax.scatter(np.arange(1, layers + 1), distances[:, h], s=14, color=colours(h % colours.N),
-                   label=f"Head {h + 1}")
-    ax.set_xlabel("Network depth (layer)")
+        xs = [i + 1 for i, d in enumerate(layers) if h < len(d)]
+        ys = [d[h] for d in layers if h < len(d)]
+        ax.scatter(xs, ys, s=14, color=colours(h % colours.N), label=f"Head {h + 1}")
+    ax.set_xlabel("Network depth (layer)" if layer_labels is None else "Network depth (stage.block)")
     ax.set_ylabel("Mean attention distance (pixels)")
-    ax.set_xticks(np.arange(1, layers + 1))
-    ax.set_ylim(0, 1.08 * max(float(np.max(distances)), 1e-6))
+    if layer_labels is None:
+        ax.set_xticks(np.arange(1, len(layers) + 1))
+    else:
+        ax.set_xticks(np.arange(1, len(layers) + 1), layer_labels, rotation=90)
+    ax.set_ylim(0, 1.08 * max(max(float(np.max(d)) for d in layers), 1e-6))
     ax.grid(alpha=0.3)
     if heads <= 16:
         ax.legend(fontsize=6, ncol=2, loc="lower right", markerscale=0.8)

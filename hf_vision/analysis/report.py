@@ -171,7 +171,12 @@ def visualize(
         view = describe(model)
     except AnalysisNotApplicable as err:
         view = None
-        records.append(Skipped("mean attention distance / attention rollout", str(err)))
+        if family == "swin":
+            records.append(Skipped("attention rollout", "Swin attends inside windows and merges tokens between "
+                                   "stages, so there is no single token sequence to roll attention through; see the "
+                                   "window attention and in-window attention distance figures"))
+        else:
+            records.append(Skipped("mean attention distance / attention rollout", str(err)))
     # the images shown in per-image figures, preprocessed once; the attention pass takes one image at a time
     pixel_values, display = preprocess(model, [img for _, img in images[:max_shown]])
     distances, maps = [], []

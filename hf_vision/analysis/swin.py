@@ -102,6 +102,33 @@ def query_positions(padded: tuple[int, int], window: int, shift: int, size: tupl
     return np.stack([rows[inside], cols[inside]], axis=1)
 
 
+def window_attention_distances(attention: torch.Tensor, padded: tuple[int, int], window: int, shift: int,
+                               size: tuple[int, int], stride: int) -> np.ndarray:
+    """Mean attention distance of one windowed block per image and head: (B, heads), in input pixels.
+
+    Like ViT's (`attention.attention_distances`) but inside windows: token distances are measured on the
+    ORIGINAL map, so a shifted window's wrapped-around pieces (masked anyway) would count their true distance.
+    Padding tokens are dropped as queries and as keys, with each query's weights renormalised over real keys.
+    """
+    b, nw, heads, n, _ = attention.shape
+    hp, wp = padded
+    # original (row, col) of every token of every window, window-major as the model folds them
+    rows, cols = np.meshgrid(np.arange(hp), np.arange(wp), indexing="ij")
+    order = np.argsort(window_index(hp, wp, window).reshape(-1), kind="stable")
+    rows = (rows.reshape(-1)[order] + shift) % hp  # rolled position -> original position
+    cols = (cols.reshape(-1)[order] + shift) % wp
+    # (H*W,) -> (nW, M*M)
+    rows, cols = rows.reshape(nw, n), cols.reshape(nw, n)
+    valid = torch.from_numpy((rows < size[0]) & (cols < size[1]))  # (nW, M*M)
+    coords = torch.from_numpy(np.stack([rows, cols], axis=-1)).to(torch.float64) * stride  # (nW, M*M, 2)
+    dist = torch.cdist(coords, coords)  # (nW, M*M, M*M)
+    w = attention.detach().to(torch.float64).cpu() * valid[None, :, None, None, :]
+    w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    per_query = (w * dist[None, :, None]).sum(dim=-1)  # (B, nW, heads, M*M)
+    q = valid[None, :, None, :].to(torch.float64)
+    return ((per_query * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))).numpy()
+
+
 # ----------------------------------------------------------------------------------------------- the model side
 
 @dataclass(frozen=True)
@@ -123,21 +150,37 @@ def swin_backbone(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def stage_windows(model: nn.Module, pixel_values: torch.Tensor, stage: int) -> tuple[list[BlockWindows], int]:
-    """Each block of `stage` (0-based) with its window plan and attention; also the stage's pixels per token."""
+def all_stage_windows(model: nn.Module, pixel_values: torch.Tensor) -> list[tuple[list[BlockWindows], int]]:
+    """One forward pass: for every stage, its blocks' window plans and attentions, and its pixels per token."""
     swin = swin_backbone(model)
     depths = list(model.config.depths)
-    if not 0 <= stage < len(depths):
-        raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{len(depths) - 1}")
     features, attentions = swin.stage_features(pixel_values, output_attentions=True)
-    _, h, w, _ = features[stage + 1].shape  # the stage's map before patch merging
-    offset = sum(depths[:stage])
-    blocks = []
-    for k, block in enumerate(swin.layers[stage].blocks):
-        plan = block.plan(h, w, swin.window_cache, pixel_values.device, pixel_values.dtype)
-        blocks.append(BlockWindows(k, plan.window, plan.shift, (h, w), tuple(plan.padded),
-                                   attentions[offset + k]))
-    return blocks, model.config.patch_size * 2**stage
+    stages, offset = [], 0
+    for stage, layer in enumerate(swin.layers):
+        _, h, w, _ = features[stage + 1].shape  # the stage's map before patch merging
+        blocks = []
+        for k, block in enumerate(layer.blocks):
+            plan = block.plan(h, w, swin.window_cache, pixel_values.device, pixel_values.dtype)
+            blocks.append(BlockWindows(k, plan.window, plan.shift, (h, w), tuple(plan.padded),
+                                       attentions[offset + k]))
+        offset += depths[stage]
+        stages.append((blocks, model.config.patch_size * 2**stage))
+    return stages
+
+
+def stage_windows(model: nn.Module, pixel_values: torch.Tensor, stage: int) -> tuple[list[BlockWindows], int]:
+    """Each block of `stage` (0-based) with its window plan and attention; also the stage's pixels per token."""
+    swin_backbone(model)  # raises for a model without windows
+    num_stages = len(model.config.depths)
+    if not 0 <= stage < num_stages:
+        raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{num_stages - 1}")
+    return all_stage_windows(model, pixel_values)[stage]
+
+
+def swin_attention_distances(stages: list[tuple[list[BlockWindows], int]]) -> list[np.ndarray]:
+    """Mean attention distance of every block (in order through the stages): a list of (B, heads) arrays."""
+    return [window_attention_distances(b.attention, b.padded, b.window, b.shift, b.size, stride)
+            for blocks, stride in stages for b in blocks]
 
 
 def swin_figures(
@@ -156,9 +199,13 @@ def swin_figures(
     from . import plots
     from .report import FigureRecord
 
-    per_image = []
+    if not 0 <= stage < len(model.config.depths):
+        raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{len(model.config.depths) - 1}")
+    per_image, distances = [], []
     for i in tqdm(range(pixel_values.shape[0]), desc="swin windows", unit="image", disable=not progress):
-        blocks, stride = stage_windows(model, pixel_values[i:i + 1], stage)
+        stages = all_stage_windows(model, pixel_values[i:i + 1])
+        distances.append(swin_attention_distances(stages))
+        blocks, stride = stages[stage]
         shown = [blocks[0]] + [b for b in blocks[1:2] if b.shift != blocks[0].shift]
         per_image.append([
             (b, window_attention_map(b.attention, b.padded, b.window, b.shift, b.size)[0],
@@ -175,6 +222,18 @@ def swin_figures(
         + (" and a shifted block" if len(first) > 1 else " (this stage has no shifted block at this size)")
         + f"; lines are window borders ({first[0][0].window}x{first[0][0].window} tokens of {stride}px).",
     )]
+    # mean attention distance of every block, averaged over the images (heads differ per stage)
+    per_block = [np.concatenate([d[k] for d in distances]).mean(axis=0) for k in range(len(distances[0]))]
+    labels = [f"{s + 1}.{b.block + 1}" for s, (blocks, _) in enumerate(stages) for b in blocks]
+    fig = plots.plot_attention_distance(per_block, layer_labels=labels,
+                                        title=f"Swin: mean attention distance inside windows over "
+                                              f"{pixel_values.shape[0]} images")
+    plots.save_figure(fig, Path(output_dir) / "mean_attention_distance.png")
+    records.append(FigureRecord(
+        "mean_attention_distance.png",
+        "Mean attention distance (input pixels) of each head in every block (stage.block), inside its windows, "
+        f"averaged over {pixel_values.shape[0]} images.",
+    ))
     shifted = next((b for b, _, _, _ in first if b.shift), None)
     if shifted is None:
         from .report import Skipped
