@@ -373,3 +373,40 @@ def test_centre_crop_keeps_the_middle_at_the_model_aspect():
     np.testing.assert_array_equal(square, image[:, 2:8])
     np.testing.assert_array_equal(centre_crop_to_aspect(image.transpose(1, 0, 2), 1.0), image.transpose(1, 0, 2)[2:8])
     assert centre_crop_to_aspect(image, 0.5).shape[:2] == (5, 10)
+
+
+def _zero_qkv(model):
+    """q = k = 0 everywhere, so every attention row is uniform over the keys it may see."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith("attn.qkv"):
+                module.weight.zero_()
+                module.bias.zero_()
+                table = getattr(model.get_submodule(name.rpartition(".")[0]), "relative_position_bias_table", None)
+                if table is not None:
+                    table.zero_()
+    return model
+
+
+def test_model_with_uniform_attention_end_to_end():
+    model = _zero_qkv(hf_vision.ViTModel(tiny_vit()).eval())
+    view = analysis.describe(model)
+    dist = analysis.attention_distances(analysis.encoder_attentions(model, torch.randn(2, 3, 32, 32)),
+                                        view.grid_size, view.patch_size, num_prefix_tokens=view.num_prefix_tokens)
+    cells = list(itertools.product(range(4), range(4)))
+    expected = np.mean([8 * math.hypot(a[0] - b[0], a[1] - b[1]) for a in cells for b in cells])
+    np.testing.assert_allclose(dist, expected, rtol=1e-5)
+
+
+def test_swin_with_uniform_attention_end_to_end():
+    from hf_vision.analysis.swin import all_stage_windows, swin_attention_distances
+
+    model = _zero_qkv(hf_vision.SwinModel(tiny_swin()).eval())
+    stages = all_stage_windows(model, torch.randn(1, 3, 32, 32))
+    per_block = swin_attention_distances(stages)
+    assert [d.shape for d in per_block] == [(1, 1), (1, 1), (1, 2), (1, 2), (1, 4)]
+    # regular 2x2 windows: from each token, distances 0, 1, 1, sqrt(2) tokens of 4 px (stage 1) and 8 px (stage 2)
+    np.testing.assert_allclose(per_block[0], 4 * (2 + math.sqrt(2)) / 4, rtol=1e-5)
+    np.testing.assert_allclose(per_block[2], 8 * (2 + math.sqrt(2)) / 4, rtol=1e-5)
+    # stage 3's 2x2 map is one window: the same distances at 16 px
+    np.testing.assert_allclose(per_block[4], 16 * (2 + math.sqrt(2)) / 4, rtol=1e-5)
