@@ -15,11 +15,25 @@ from .inspect_model import (
     position_embedding_table,
     preprocess,
 )
-from .report import FigureRecord, Skipped, load_images, load_model, visualize, write_index
+from .mae import reconstruction_panels
+from .report import FigureRecord, Skipped, default_model_dir, load_images, load_model, visualize, write_index
+from .swin import (
+    all_stage_windows,
+    region_attention_mask,
+    shift_regions,
+    shifted_window_index,
+    stage_windows,
+    window_attention_distances,
+    window_attention_map,
+    window_index,
+)
 
 __all__ = [
     "AnalysisNotApplicable", "FigureRecord", "Skipped",
     "attention_distances", "attention_rollout", "describe", "encoder_attentions", "load_images", "load_model",
     "patch_distances", "patch_embedding_components", "patch_projection_weight", "position_embedding_similarity",
     "position_embedding_table", "preprocess", "rollout_map", "visualize", "write_index",
+    "reconstruction_panels", "default_model_dir",
+    "all_stage_windows", "region_attention_mask", "shift_regions", "shifted_window_index", "stage_windows",
+    "window_attention_distances", "window_attention_map", "window_index",
 ]
