@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError as err:  # drawing is optional: the computations need only numpy and torch
+    raise ImportError("drawing the analyses needs matplotlib: pip install 'hf-vision[viz]'") from err
 
 matplotlib.use("Agg")
 

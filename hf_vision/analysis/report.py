@@ -47,7 +47,11 @@ def load_images(folder: str | Path | None = None, *, limit: int | None = None) -
     from PIL import Image
 
     if folder is None:
-        from skimage import data
+        try:
+            from skimage import data
+        except ImportError as err:
+            raise ImportError("the default images are scikit-image's bundled photographs: pip install "
+                              "'hf-vision[viz]' (or scikit-image), or pass a folder of images") from err
 
         images = [(name, np.asarray(getattr(data, name)())) for name in SKIMAGE_PHOTOS]
     else:
