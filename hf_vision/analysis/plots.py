@@ -1,28 +1,35 @@
 """Drawing the analyses with matplotlib (Agg: files only, no display needed). Each function takes the arrays
-the computations return and gives back a Figure; `save_figure` writes and closes it."""
+the computations return and gives back a Figure with its own Agg canvas (pyplot is never used, so a notebook's
+backend is left alone); `save_figure` writes it."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 try:
-    import matplotlib
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
 except ImportError as err:  # drawing is optional: the computations need only numpy and torch
     raise ImportError("drawing the analyses needs matplotlib: pip install 'hf-vision[viz]'") from err
 
-matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    """Like pyplot.subplots, on a Figure with its own Agg canvas: no pyplot state, no change to the user's
+    backend (a notebook keeps its own), safe in threads and on machines without a display."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
     return path
 
 
@@ -36,7 +43,7 @@ def plot_patch_filters(components: np.ndarray, explained: np.ndarray, *, title: 
     k = components.shape[0]
     cols = min(7, k)
     rows = -(-k // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.4 * rows + 0.6), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(1.25 * cols, 1.4 * rows + 0.6), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= k:
@@ -60,8 +67,8 @@ def plot_position_similarity(similarity: np.ndarray, *, title: str = "") -> Figu
             r, c = i * (gh + gap), j * (gw + gap)
             mosaic[r:r + gh, c:c + gw] = similarity[i, j]
     side = min(9.0, 2.0 + 0.45 * max(gh, gw))
-    fig, ax = plt.subplots(figsize=(side + 1.2, side))
-    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    fig, ax = _subplots(figsize=(side + 1.2, side))
+    cmap = colormaps["viridis"].with_extremes(bad="white")
     # the colour range starts at the smallest similarity present (learned tables rarely go below -0.3)
     low = max(-1.0, float(np.floor(10 * np.nanmin(mosaic)) / 10)) if np.nanmin(mosaic) < 1.0 else -1.0
     image = ax.imshow(mosaic, cmap=cmap, vmin=low, vmax=1.0, interpolation="nearest")
@@ -85,8 +92,8 @@ def plot_attention_distance(distances, *, patch_size: int | None = None, layer_l
     """
     layers = [np.asarray(d, dtype=np.float64) for d in distances]
     heads = max(len(d) for d in layers)
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.32 * len(layers) + 2.0), 4.2))
-    colours = plt.get_cmap("tab20" if heads > 10 else "tab10")
+    fig, ax = _subplots(figsize=(max(5.5, 0.32 * len(layers) + 2.0), 4.2))
+    colours = colormaps["tab20" if heads > 10 else "tab10"]
     for h in range(heads):
         xs = [i + 1 for i, d in enumerate(layers) if h < len(d)]
         ys = [d[h] for d in layers if h < len(d)]
@@ -117,7 +124,7 @@ def upsample_map(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def plot_rollout(images: np.ndarray, maps: np.ndarray, names: list[str], *, title: str = "") -> Figure:
     """Images (B, H, W, 3) in [0, 1] above their rollout maps (B, h, w) shown as image x mask (ViT Figure 6)."""
     b = images.shape[0]
-    fig, grid = plt.subplots(3, b + 1, figsize=(2.4 * b + 0.5, 7.6), squeeze=False,
+    fig, grid = _subplots(3, b + 1, figsize=(2.4 * b + 0.5, 7.6), squeeze=False,
                              gridspec_kw={"width_ratios": [1.0] * b + [0.06]})
     axes = grid[:, :b]
     for i in range(b):
@@ -144,7 +151,7 @@ def plot_mae_reconstruction(panels: np.ndarray, names: list[str], *, mask_ratio:
     """(B, 4, H, W, 3) in [0, 1]: original / masked / reconstruction / reconstruction + visible per row."""
     b = panels.shape[0]
     heads = ("original", f"masked {100 * mask_ratio:.0f}%", "reconstruction", "reconstruction + visible")
-    fig, axes = plt.subplots(b, 4, figsize=(9.0, 2.35 * b + 0.5), squeeze=False)
+    fig, axes = _subplots(b, 4, figsize=(9.0, 2.35 * b + 0.5), squeeze=False)
     for i in range(b):
         for j in range(4):
             ax = axes[i, j]
@@ -180,7 +187,7 @@ def plot_swin_window_attention(display: np.ndarray, per_image: list, names: list
     """Per image: the input with the regular windows, then each block's centre-query attention per window."""
     b = len(per_image)
     cols = 1 + max(len(p) for p in per_image)
-    fig, grid = plt.subplots(b, cols + 1, figsize=(2.8 * cols + 0.5, 2.8 * b + 0.6), squeeze=False,
+    fig, grid = _subplots(b, cols + 1, figsize=(2.8 * cols + 0.5, 2.8 * b + 0.6), squeeze=False,
                              gridspec_kw={"width_ratios": [1.0] * cols + [0.05]})
     heat = None
     for i, blocks in enumerate(per_image):
@@ -228,8 +235,8 @@ def plot_swin_shift_regions(regular: np.ndarray, shifted: np.ndarray, regions: n
                             window: int, shift: int, stage: int, title: str = "") -> Figure:
     """Regular and shifted partitions, the cyclic-shift regions, and the bottom-right window's mask."""
     h, w = regular.shape
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.05]})
-    colours = plt.get_cmap("tab20")
+    fig, axes = _subplots(1, 4, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.05]})
+    colours = colormaps["tab20"]
     for ax, ids, name, s in ((axes[0], regular, "regular partition", 0),
                              (axes[1], shifted, f"shifted partition (by {shift}, wrapped pieces share a colour)",
                               shift)):
@@ -239,7 +246,7 @@ def plot_swin_shift_regions(regular: np.ndarray, shifted: np.ndarray, regions: n
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("token column")
         ax.set_ylabel("token row")
-    region_cmap = matplotlib.colors.ListedColormap(plt.get_cmap("Set3").colors[:9])
+    region_cmap = ListedColormap(colormaps["Set3"].colors[:9])
     image = axes[2].imshow(regions, cmap=region_cmap, vmin=-0.5, vmax=8.5, interpolation="nearest")
     _window_lines(axes[2], w, window, 0, 1, axis="x", color="black", lw=1.2)
     _window_lines(axes[2], h, window, 0, 1, axis="y", color="black", lw=1.2)
