@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-DIGITS_VERSION = "v2"
+DIGITS_VERSION = "v3"
 DIGITS_IMAGE_SIZE = 32
 TRAIN_SHARDS = 4  # divisible by 1, 2 and 4 processes, so `split_dataset_by_node` splits by shards
 TEST_SHARDS = 2
@@ -57,6 +57,8 @@ def _png(image: np.ndarray) -> bytes:
 _CARD = """---
 dataset_info:
   features:
+  - name: __key__
+    dtype: string
   - name: png
     dtype: image
   - name: cls

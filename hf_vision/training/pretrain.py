@@ -259,11 +259,12 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(no_decay_param_groups(model, args.weight_decay), lr=lr, betas=(0.9, 0.95))
     scheduler = cosine_with_warmup(optimizer, warmup, max_steps)
     # The scheduler is stepped by us once per optimizer step (a prepared one steps once per process).
+    raw_model = model
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
     resolved = {**asdict(args), "max_steps": max_steps, "learning_rate": lr, "effective_batch_size": effective_batch,
-                "warmup_steps": warmup, "world_size": world, "model_config": model.config.to_diff_dict()}
+                "warmup_steps": warmup, "world_size": world, "model_config": raw_model.config.to_diff_dict()}
     step = 0
     if args.resume_from_checkpoint:
         path = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
@@ -288,8 +289,11 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         accelerator.init_trackers("pretrain_mae", config={k: v for k, v in resolved.items()
                                                           if isinstance(v, (int, float, str, bool))})
     stop_at = min(max_steps, args.stop_after_steps or max_steps)
-    num_patches = _num_patches(accelerator.unwrap_model(model))
+    num_patches = _num_patches(raw_model)
     keys_file = output_dir / f"example_keys_rank{rank}.txt" if args.log_example_keys else None
+    if keys_file is not None and not step:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        keys_file.write_text("")
     model.train()
     batches = iter(loader)
     last_checkpoint = list_checkpoints(output_dir)[-1] if list_checkpoints(output_dir) else None

@@ -1,0 +1,136 @@
+"""scripts/pretrain_mae.py end to end on the embedded digits (tiny settings): outputs, exact resume, the
+non-finite-loss stop, checkpoint safety, and a real two-process CPU run (torchrun, gloo) on disjoint data."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import hf_vision
+from hf_vision.training.pretrain import NonFiniteLossError, list_checkpoints, resolve_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,decoder_hidden_size=32,"
+        "decoder_num_hidden_layers=1,decoder_num_attention_heads=2,decoder_intermediate_size=64")
+BASE = ["--config_overrides", TINY, "--per_device_batch_size", "16", "--shuffle_buffer", "64", "--report_to", "none",
+        "--num_reconstructions", "3"]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("pretrain_script", ROOT / "scripts" / "pretrain_mae.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _losses(folder: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_end_to_end_outputs(tmp_path):
+    out = tmp_path / "run"
+    summary = _script().main(["--output_dir", str(out), "--max_steps", "4", "--checkpointing_steps", "2", *BASE,
+                              "--report_to", "tensorboard"])
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(set(r) >= {"step", "loss", "lr", "img_per_s"} for r in log)
+    assert summary["final_loss"] == log[-1]["loss"]
+    run_args = json.loads((out / "run_args.json").read_text())
+    assert run_args["max_steps"] == 4 and run_args["learning_rate"] == pytest.approx(1.5e-4 * 16 / 256)
+    assert list(out.glob("pretrain_mae/events.out.tfevents*")), "TensorBoard tracker wrote nothing"
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002", "step_00000004"]
+    grid = Image.open(out / "reconstructions.png")
+    assert grid.size[0] > 200 and grid.size[1] > 150
+    from transformers import AutoModel, AutoModelForPreTraining
+
+    assert type(AutoModelForPreTraining.from_pretrained(out)) is hf_vision.MAEForPreTraining
+    assert type(AutoModel.from_pretrained(out)) is hf_vision.MAEModel
+    # Remote code, in an interpreter that cannot import hf_vision or modeling.
+    code = (
+        "import sys, sysconfig; sys.path.append(sysconfig.get_paths()['purelib'])\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('hf_vision') is None and importlib.util.find_spec('modeling') is None\n"
+        "import torch\n"
+        "from transformers import AutoModelForPreTraining\n"
+        f"m = AutoModelForPreTraining.from_pretrained({str(out)!r}, trust_remote_code=True)\n"
+        "print(type(m).__name__, m(torch.randn(1, 3, 32, 32)).loss.shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] == "MAEForPreTraining"
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
+    args = ["--max_steps", "6", "--checkpointing_steps", "2", *BASE]
+    script = _script()
+    script.main(["--output_dir", str(tmp_path / "full"), *args])
+    script.main(["--output_dir", str(tmp_path / "cut"), *args, "--stop_after_steps", "3"])
+    assert not (tmp_path / "cut" / "model.safetensors").exists()  # interrupted: no final model yet
+    assert len(_losses(tmp_path / "cut")) == 3
+    script.main(["--output_dir", str(tmp_path / "cut"), *args, "--resume_from_checkpoint", "latest"])
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert len(full) == 6 and resumed == full  # bitwise: same data, masks, optimizer and schedule
+    assert full[-1] < full[0]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    forward = hf_vision.MAEForPreTraining.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third training step
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(hf_vision.MAEForPreTraining, "forward", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"step 3.*step_00000002"):
+        _script().main(["--output_dir", str(out), "--max_steps", "5", "--checkpointing_steps", "2", *BASE])
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]
+    assert len(_losses(out)) == 2 and not (out / "model.safetensors").exists()
+
+
+def test_checkpoint_listing_ignores_partial_writes(tmp_path):
+    root = tmp_path / "checkpoints"
+    for name in ("step_00000010", "step_00000002", ".tmp-step_00000020"):
+        (root / name).mkdir(parents=True)
+    (root / "step_00000010" / "trainer_state.json").write_text("{}")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000010"]
+    assert resolve_checkpoint("latest", tmp_path).name == "step_00000010"
+    with pytest.raises(FileNotFoundError):
+        resolve_checkpoint(str(root / ".tmp-step_00000020"), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve_checkpoint("latest", tmp_path / "elsewhere")
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run_sees_disjoint_data(tmp_path):
+    """A real 2-rank gloo run: `torchrun --nproc_per_node 2` (accelerate launch --cpu would start only one)."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(ROOT / "scripts" / "pretrain_mae.py"), "--cpu",
+           "--output_dir", str(out), "--max_steps", "3", "--checkpointing_steps", "2", "--log_example_keys", *BASE]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    keys = [(out / f"example_keys_rank{r}.txt").read_text().split() for r in range(2)]
+    assert len(keys[0]) == len(keys[1]) == 3 * 16  # equal steps on both ranks
+    assert not set(keys[0]) & set(keys[1])  # disjoint shards of the data
+    assert all(k.startswith("digit") for k in keys[0] + keys[1])
+    assert len(_losses(out)) == 3
+    state = json.loads((out / "checkpoints" / "step_00000003" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+    assert {p.name for p in (out / "checkpoints" / "step_00000003").glob("data_state_rank*.json")} == {
+        "data_state_rank0.json", "data_state_rank1.json"}
+    assert type(hf_vision.MAEForPreTraining.from_pretrained(out)) is hf_vision.MAEForPreTraining
