@@ -23,7 +23,9 @@ def patch_embedding_components(
     largest magnitude is positive (PCA components are defined only up to sign).
     """
     if weight.ndim != 4:
-        raise ValueError(f"patch projection weight must be (dim, channels, patch_h, patch_w), got {tuple(weight.shape)}")
+        raise ValueError(
+            f"patch projection weight must be (dim, channels, patch_h, patch_w), got {tuple(weight.shape)}"
+        )
     if num_components < 1:
         raise ValueError(f"num_components={num_components} must be a positive integer")
     d, c, ph, pw = weight.shape

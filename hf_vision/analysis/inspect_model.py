@@ -112,7 +112,8 @@ def position_embedding_table(model: nn.Module) -> tuple[torch.Tensor, str, tuple
         return table.detach()[0], "learned", tuple(swin.grid_size), 0
     view = describe(model)
     table = getattr(view.backbone.embeddings, "position_embeddings", None)
-    kind = getattr(view.backbone.embeddings, "position_embedding_type", getattr(config, "position_embedding_type", None))
+    kind = getattr(view.backbone.embeddings, "position_embedding_type",
+                   getattr(config, "position_embedding_type", None))
     if family == "mae":
         kind = "sincos2d"  # both MAE tables are fixed 2-D sin-cos, as in the official code
     if table is None or kind == "none":

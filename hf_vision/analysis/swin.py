@@ -199,8 +199,9 @@ def swin_figures(
     from . import plots
     from .report import FigureRecord
 
-    if not 0 <= stage < len(model.config.depths):
-        raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{len(model.config.depths) - 1}")
+    num_stages = len(model.config.depths)
+    if not 0 <= stage < num_stages:
+        raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{num_stages - 1}")
     per_image, distances = [], []
     for i in tqdm(range(pixel_values.shape[0]), desc="swin windows", unit="image", disable=not progress):
         stages = all_stage_windows(model, pixel_values[i:i + 1])
