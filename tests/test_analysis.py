@@ -162,6 +162,8 @@ def test_visualize_writes_figures_and_lists_skipped(tmp_path):
     assert all((tmp_path / f).stat().st_size > 1000 for f in drawn)
     index = (tmp_path / "index.html").read_text()
     assert "position embedding similarity" in index and "no position embedding" in index
+    captions = {r.file: r.caption for r in records if isinstance(r, analysis.FigureRecord)}
+    assert "averaged over 2 images" in captions["mean_attention_distance.png"]  # max_shown limits drawing only
 
 
 # ---------------------------------------------------------------- MAE
@@ -354,13 +356,15 @@ def test_swin_shifted_block_attention_respects_the_region_mask():
 
 def test_visualize_swin(tmp_path):
     model = hf_vision.SwinModel(tiny_swin()).eval()
-    images = [("noise", np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))]
-    records = analysis.visualize(model, images, tmp_path, progress=False)
+    rng = np.random.default_rng(0)
+    images = [(f"noise{i}", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for i in range(2)]
+    records = analysis.visualize(model, images, tmp_path, progress=False, max_shown=1)
     drawn = {r.file for r in records if isinstance(r, analysis.FigureRecord)}
     assert drawn == {"patch_embedding_filters.png", "swin_window_attention.png", "swin_shift_regions.png",
                      "mean_attention_distance.png"}
     skipped = {r.name for r in records if isinstance(r, analysis.Skipped)}
     assert skipped == {"position embedding similarity", "attention rollout"}
+    assert "over 2 images" in next(r.caption for r in records if getattr(r, "file", "") == "mean_attention_distance.png")
     with pytest.raises(AnalysisNotApplicable, match="windows"):
         analysis.describe(model)
 

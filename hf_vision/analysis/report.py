@@ -219,8 +219,9 @@ def visualize(
     if family == "swin":
         from .swin import swin_figures
 
+        more = [lambda img=img: preprocess(model, [img])[0] for _, img in images[max_shown:]]
         attempt("swin windows", lambda: swin_figures(model, pixel_values, display, names, output_dir,
-                                                     stage=swin_stage, progress=progress))
+                                                     stage=swin_stage, more_images=more, progress=progress))
     if family == "mae":
         from .mae import mae_figures
 

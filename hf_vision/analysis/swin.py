@@ -8,7 +8,7 @@ cyclic shift (rolled[y] = original[(y + shift) % H], as `torch.roll(x, -shift)` 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,9 +191,12 @@ def swin_figures(
     output_dir: str | Path,
     *,
     stage: int = 0,
+    more_images: Sequence[Callable[[], torch.Tensor]] = (),
     progress: bool = True,
 ) -> list:
-    """Window attention of `stage` (a regular and a shifted block) per image, and the shift-region figure."""
+    """Window attention of `stage` (a regular and a shifted block) per shown image, the in-window mean attention
+    distance of every block (over the shown images and `more_images`, each a callable giving (1, C, H, W)), and
+    the shift-region figure."""
     from tqdm.auto import tqdm
 
     from . import plots
@@ -203,16 +206,19 @@ def swin_figures(
     if not 0 <= stage < num_stages:
         raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{num_stages - 1}")
     per_image, distances = [], []
-    for i in tqdm(range(pixel_values.shape[0]), desc="swin windows", unit="image", disable=not progress):
-        stages = all_stage_windows(model, pixel_values[i:i + 1])
+    shown = pixel_values.shape[0]
+    for i in tqdm(range(shown + len(more_images)), desc="swin windows", unit="image", disable=not progress):
+        stages = all_stage_windows(model, pixel_values[i:i + 1] if i < shown else more_images[i - shown]())
         distances.append(swin_attention_distances(stages))
+        if i >= shown:
+            continue
         blocks, stride = stages[stage]
-        shown = [blocks[0]] + [b for b in blocks[1:2] if b.shift != blocks[0].shift]
+        drawn = [blocks[0]] + [b for b in blocks[1:2] if b.shift != blocks[0].shift]
         per_image.append([
             (b, window_attention_map(b.attention, b.padded, b.window, b.shift, b.size)[0],
              query_positions(b.padded, b.window, b.shift, b.size),
              shifted_window_index(*b.padded, b.window, b.shift)[: b.size[0], : b.size[1]])
-            for b in shown
+            for b in drawn
         ])
     fig = plots.plot_swin_window_attention(display, per_image, list(names), stride=stride, stage=stage)
     plots.save_figure(fig, Path(output_dir) / "swin_window_attention.png")
@@ -228,12 +234,12 @@ def swin_figures(
     labels = [f"{s + 1}.{b.block + 1}" for s, (blocks, _) in enumerate(stages) for b in blocks]
     fig = plots.plot_attention_distance(per_block, layer_labels=labels,
                                         title=f"Swin: mean attention distance inside windows over "
-                                              f"{pixel_values.shape[0]} images")
+                                              f"{len(distances)} images")
     plots.save_figure(fig, Path(output_dir) / "mean_attention_distance.png")
     records.append(FigureRecord(
         "mean_attention_distance.png",
         "Mean attention distance (input pixels) of each head in every block (stage.block), inside its windows, "
-        f"averaged over {pixel_values.shape[0]} images.",
+        f"averaged over {len(distances)} images.",
     ))
     shifted = next((b for b, _, _, _ in first if b.shift), None)
     if shifted is None:
