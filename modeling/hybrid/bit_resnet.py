@@ -62,11 +62,12 @@ class StdConv2d(nn.Conv2d):
             return F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=self.eps).reshape_as(w)
         # (O, I, kh, kw) -> (O, I*kh*kw)
         flat = w.reshape(self.out_channels, -1)
-        var, mean = torch.var_mean(flat, dim=1, correction=0, keepdim=True)
-        return ((flat - mean) / (var.sqrt() + self.eps)).reshape_as(w)
+        std, mean = torch.std_mean(flat, dim=1, correction=0, keepdim=True)
+        return ((flat - mean) / (std + self.eps)).reshape_as(w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, padding = pad_same(x, self.kernel_size, self.stride)
+        # recomputed every call (cheap next to the conv): a cache would go stale under `.data` edits
         return F.conv2d(x, self.standardized_weight(), None, self.stride, padding)
 
 
