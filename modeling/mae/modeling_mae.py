@@ -40,7 +40,8 @@ class MAEModelOutput(ModelOutput):
 
 @dataclass
 class MAEForPreTrainingOutput(ModelOutput):
-    """logits: (B, L, patch**2 * C) predicted pixels of every patch (normalised per patch if norm_pix_loss)."""
+    """logits: (B, L, patch**2 * C) predicted pixels of every patch (normalised per patch if norm_pix_loss);
+    hidden_states and attentions are the encoder's, as in transformers' ViTMAE."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
