@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 STD_STYLES = ("google", "timm")
 
@@ -115,11 +116,12 @@ class Downsample(nn.Module):
         return self.norm(self.conv(x))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(GradientCheckpointingLayer):
     """Post-activation bottleneck (1x1, 3x3 with the stride, 1x1 to 4*mid), GroupNorm after each conv.
 
     The hybrid uses the ResNet-v1.5 ordering (norm after conv, ReLU after the residual sum), not BiT's
-    pre-activation one; this is what Google's R50+ViT code and weights use.
+    pre-activation one; this is what Google's R50+ViT code and weights use. A checkpointing layer: with
+    gradient checkpointing on, the trunk's large early feature maps are recomputed instead of stored.
     """
 
     def __init__(self, in_channels: int, mid_channels: int, *, stride: int, groups: int, norm_eps: float,
