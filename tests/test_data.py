@@ -254,3 +254,17 @@ def test_stream_resume_is_exact(tmp_path, num_workers):
         assert sorted(ids[:20]) == list(range(20))
     with pytest.raises(ValueError, match="num_workers"):
         StreamLoader(_stream(folder), num_workers=1 - min(num_workers, 1)).load_state_dict(state)
+
+
+def test_data_benchmark_runs_and_compares(tmp_path):
+    from hf_vision.data.benchmark import format_data_table, reference_pipeline, run_data_benchmark, sample_jpegs
+
+    images = sample_jpegs(3, long_side=(100, 140))
+    assert all(Image.open(io.BytesIO(d)).format == "JPEG" for d in images)
+    ref = reference_pipeline("pretrain", 32)(images[0])
+    assert ref.shape == (3, 32, 32) and ref.dtype == torch.float32
+    report = run_data_benchmark(kinds=("pretrain", "eval"), size=32, num_images=4, batch_size=2, repeats=1)
+    for kind in ("pretrain", "eval"):
+        result = report["results"][kind]
+        assert result["ours"][0] > 0 and result["reference"][0] > 0 and result["ratio"] > 0
+    assert "pretrain" in format_data_table(report)

@@ -117,3 +117,28 @@ def load_rgb(image: Image.Image, *, min_size: tuple[int, int] | None = None) -> 
         raise
     except Exception as err:
         raise UndecodableImage(f"{type(err).__name__}: {err}") from err
+
+
+def load_uint8(image: Image.Image, *, min_size: tuple[int, int] | None = None):
+    """Like `load_rgb`, but returns a uint8 (3, H, W) tensor (and the reduction factor).
+
+    Full-size JPEGs (no useful DCT reduction) in RGB or grayscale go through torchvision's libjpeg-turbo
+    decoder straight into a tensor, skipping the PIL -> array copy; everything else through PIL and `to_rgb`.
+    """
+    import torch
+
+    factor = 1.0
+    if image.format == "JPEG" and image.mode in ("RGB", "L") and isinstance(getattr(image, "fp", None), io.BytesIO):
+        width, height = image.size
+        reducible = min_size is not None and min(width / max(min_size[0], 1), height / max(min_size[1], 1)) >= 2
+        if not reducible:
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            data = torch.frombuffer(bytearray(image.fp.getbuffer()), dtype=torch.uint8)
+            try:
+                return decode_jpeg(data, mode=ImageReadMode.RGB), factor
+            except RuntimeError as err:  # corrupt or truncated
+                raise UndecodableImage(f"{type(err).__name__}: {err}") from err
+    rgb, factor = load_rgb(image, min_size=min_size)
+    # (H, W, 3) -> (3, H, W): one copy, channels-last strides (what the uint8 resize kernels prefer)
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1), factor

@@ -17,12 +17,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .decode import load_rgb
+from .decode import load_uint8
 
 BICUBIC = v2.InterpolationMode.BICUBIC
 
@@ -48,6 +49,13 @@ class PreprocessSpec:
         return cls.from_processor(model.image_processor(), crop_pct=crop_pct)
 
 
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 (3, H, W) view of an (H, W, 3) array: one copy, and the channels-last layout
+    that torch's uint8 antialiased resize kernels are fastest on."""
+    # (H, W, 3) -> (3, H, W)
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
 class RandomResizedCropDecode:
     """Lazily opened PIL image -> augmented uint8 (3, H, W): crop drawn from the header, reduced decode."""
 
@@ -63,10 +71,10 @@ class RandomResizedCropDecode:
     ) -> None:
         self.size = tuple(size)
         self.crop = v2.RandomResizedCrop(self.size, scale=scale, ratio=ratio, interpolation=BICUBIC, antialias=True)
-        rest = [v2.RandomHorizontalFlip(hflip)] if hflip > 0 else []
-        if randaugment is not None:
-            rest.append(v2.RandAugment(num_ops=randaugment[0], magnitude=randaugment[1]))
-        self.rest = v2.Compose(rest) if rest else None
+        self.flip = v2.RandomHorizontalFlip(hflip) if hflip > 0 else None
+        # RandAugment runs on PIL images: its PIL kernels are about twice as fast as the uint8 tensor ones.
+        self.randaugment = (v2.RandAugment(num_ops=randaugment[0], magnitude=randaugment[1])
+                            if randaugment is not None else None)
         self.reduced_decode = reduced_decode
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
@@ -78,14 +86,17 @@ class RandomResizedCropDecode:
             # Largest reduction that keeps the crop at least as large as the output (never upsample).
             factor = max(1.0, min(height / self.size[0], width / self.size[1]))
             min_size = (full_w / factor, full_h / factor)
-        rgb, _ = load_rgb(image, min_size=min_size)
-        pixels = TF.pil_to_tensor(rgb)  # (3, h, w) uint8, h/w possibly reduced by the decoder
+        pixels, _ = load_uint8(image, min_size=min_size)  # (3, h, w), h/w possibly reduced by the decoder
         sy, sx = pixels.shape[1] / full_h, pixels.shape[2] / full_w
         top, left = int(top * sy), int(left * sx)
         height = max(1, min(round(height * sy), pixels.shape[1] - top))
         width = max(1, min(round(width * sx), pixels.shape[2] - left))
         out = TF.resized_crop(pixels, top, left, height, width, list(self.size), interpolation=BICUBIC, antialias=True)
-        return self.rest(out) if self.rest is not None else out
+        if self.flip is not None:
+            out = self.flip(out)
+        if self.randaugment is not None:
+            out = pil_to_uint8(self.randaugment(TF.to_pil_image(out)))
+        return out
 
 
 class ResizeCenterCropDecode:
@@ -106,8 +117,8 @@ class ResizeCenterCropDecode:
         else:
             target = self.resize_to  # (height, width)
         min_size = (target[1], target[0]) if self.reduced_decode else None
-        rgb, _ = load_rgb(image, min_size=min_size)
-        pixels = TF.resize(TF.pil_to_tensor(rgb), list(target), interpolation=BICUBIC, antialias=True)
+        pixels, _ = load_uint8(image, min_size=min_size)
+        pixels = TF.resize(pixels, list(target), interpolation=BICUBIC, antialias=True)
         return TF.center_crop(pixels, list(self.size))
 
 
