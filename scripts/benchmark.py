@@ -4,6 +4,7 @@
     python scripts/benchmark.py --preset vit-base-r50-s16-224 --mode train --repeats 7 --json out.json
     python scripts/benchmark.py --preset mae-vit-base-patch16 --mode train --threads 2 --batch_size 8
     python scripts/benchmark.py --preset vit-base-patch16-224 --config hidden_size=64,num_hidden_layers=2
+    python scripts/benchmark.py --data        # data pipeline: decode + augment img/s per core vs run_mae.py
 
 Prints a table of medians (with min-max spread) and the ratios ours/reference; see hf_vision/benchmark.py.
 """
@@ -32,11 +33,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="config overrides for every contender, e.g. a tiny model for smoke tests")
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory step")
     p.add_argument("--json", default=None, help="also write the full report (all repeats) to this file")
+    p.add_argument("--data", action="store_true",
+                   help="benchmark the data pipeline instead (decode + augment img/s per core vs run_mae.py's)")
+    p.add_argument("--data_images", type=int, default=48, help="--data: number of JPEGs")
+    p.add_argument("--data_size", type=int, default=224, help="--data: output size")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.data:
+        from hf_vision.data.benchmark import format_data_table, run_data_benchmark
+
+        report = run_data_benchmark(size=args.data_size, num_images=args.data_images, repeats=args.repeats,
+                                    threads=args.threads or 1, progress=lambda m: print(m, file=sys.stderr))
+        print(format_data_table(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return
     references = tuple(r for r in args.references.split(",") if r)
     bad = set(references) - set(REFERENCES)
     if bad:
