@@ -250,7 +250,7 @@ def _write(tmp_path, model, name="ckpt.npz"):
 
 
 @pytest.mark.parametrize("pooling", ["cls", "gap"])
-def test_load_official_vit_matches_source_and_timms_reader(tmp_path, pooling):
+def test_load_official_vit_matches_source_and_timms_reader(tmp_path, pooling, caplog):
     torch.manual_seed(0)
     extra = dict(pooling="gap", class_token=False, fc_norm=False) if pooling == "gap" else {}
     source = _randomize(hf_vision.ViTForImageClassification(tiny_vit(**extra)))
@@ -258,6 +258,7 @@ def test_load_official_vit_matches_source_and_timms_reader(tmp_path, pooling):
     loaded = convert.load_official(path, "vit-base-patch16-224", image_size=32, patch_size=8, **TINY_SIZES)
     assert type(loaded) is hf_vision.ViTForImageClassification and loaded.config.num_labels == 5
     assert loaded.config.pooling == pooling and loaded.config.class_token == (pooling == "cls")
+    assert "not used" not in caplog.text  # every array of the file was placed
     x = _images(32, 32)
     with torch.no_grad():
         expected = source(x).logits
@@ -301,7 +302,7 @@ def test_load_official_resizes_position_embeddings(tmp_path):
         torch.testing.assert_close(loaded(y).logits, source(y, interpolate_pos_encoding=True).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_load_official_r50_hybrid(tmp_path):
+def test_load_official_r50_hybrid(tmp_path, caplog):
     torch.manual_seed(0)
     source = _randomize(hf_vision.HybridForImageClassification(
         tiny_hybrid(backbone_layers=(1, 2), backbone_width=8, patch_size=2)))
@@ -311,6 +312,7 @@ def test_load_official_r50_hybrid(tmp_path):
     loaded = convert.load_official(path, "vit-base-r50-s16-224", **overrides)
     assert type(loaded) is hf_vision.HybridForImageClassification
     assert loaded.config.backbone_std_style == "google"  # Google's numerics by default
+    assert "not used" not in caplog.text  # every trunk array was placed
     x = _images(32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).logits, source(x).logits, atol=1e-5, rtol=1e-5)
@@ -325,6 +327,15 @@ def test_load_official_r50_hybrid(tmp_path):
         assert big.vit.embeddings.position_embeddings.shape == (1, 1 + 16, 32)
         torch.testing.assert_close(big(_images(64, 64)).logits,
                                    source(_images(64, 64), interpolate_pos_encoding=True).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_load_official_reports_arrays_it_did_not_place(tmp_path, caplog):
+    arrays = export_google(_randomize(hf_vision.ViTForImageClassification(tiny_vit())))
+    arrays["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query_norm/scale"] = np.ones(8, np.float32)
+    np.savez(tmp_path / "odd.npz", **arrays)
+    with caplog.at_level("WARNING"):
+        convert.load_official(tmp_path / "odd.npz", "vit-base-patch16-224", image_size=32, patch_size=8, **TINY_SIZES)
+    assert "query_norm/scale" in caplog.text
 
 
 def test_load_official_checks_the_preset_and_keeps_a_new_head(tmp_path):

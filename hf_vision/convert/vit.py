@@ -266,10 +266,25 @@ def _t(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
+class _ReadTracker(dict):
+    """A dict of arrays that remembers which were read, so arrays the loader never placed can be reported."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def unread(self) -> list[str]:
+        return sorted(set(self) - self.read)
+
+
 def read_npz(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
     """All arrays of a Flax checkpoint and the key prefix its trainer used ('' for the ViT releases)."""
     with np.load(path, allow_pickle=False) as npz:
-        weights = {k: npz[k] for k in npz.files}
+        weights = _ReadTracker({k: npz[k] for k in npz.files})
     for prefix in _PREFIXES:
         if f"{prefix}embedding/kernel" in weights:
             return weights, prefix
@@ -382,9 +397,14 @@ def load_official_vit(path: str | Path, name: str, **overrides: Any) -> nn.Modul
     config = get_config(name, **{**arch["strict"], **arch["soft"], **overrides})
     base = official_state_dict(weights, config, p)
     file_labels = arch["soft"]["num_labels"]
+    head = None
     if config.num_labels > 0 and config.num_labels == file_labels:
         # Dense (in, classes) -> Linear (classes, in)
         head = {"classifier.weight": _t(weights[f"{p}head/kernel"].T), "classifier.bias": _t(weights[f"{p}head/bias"])}
+    unread = [k for k in weights.unread() if not k.startswith(f"{p}head/")]
+    if unread:  # e.g. a layout variant we do not know: say so rather than drop weights silently
+        logger.warning("%s: %d arrays were not used: %s", path, len(unread), ", ".join(unread[:10]))
+    if head is not None:
         return build_and_load(config, base, head)
     if config.num_labels > 0:  # new head (fine-tuning on another label set): keep its fresh initialisation
         logger.warning("checkpoint head has %d classes, config asks for %d: classifier left freshly initialised",
