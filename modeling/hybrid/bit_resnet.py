@@ -1,4 +1,4 @@
-"""The BiT-style ResNet-v2 trunk of the R50+ViT hybrid (Dosovitskiy et al. 2020, appendix D.1; Kolesnikov et al. 2019).
+"""The ResNet trunk of the R50+ViT hybrid (Dosovitskiy et al. 2020, sections 3.1 and 4.1), BiT-style (Kolesnikov et al. 2019).
 
 Weight-standardised convolutions and GroupNorm instead of BatchNorm, post-activation bottlenecks, and
 TensorFlow's 'SAME' padding computed from the input size at every call. The last part matters for exactness:
