@@ -429,3 +429,21 @@ def test_benchmark_suite_runs_tiny():
     tables = (17 * 32 + 17 * 16) / 1e6
     assert report["results"]["ours"]["params_m"] + tables == pytest.approx(report["results"]["transformers"]["params_m"])
     assert report["ratios"]["timm"]["train"] is None and report["ratios"]["transformers"]["train"] > 0
+
+
+def test_layer_decay_covers_hybrid_and_swin():
+    from .cases import tiny_hybrid, tiny_swin
+
+    for model, blocks in ((hf_vision.HybridForImageClassification(tiny_hybrid()), 2),
+                          (hf_vision.SwinForImageClassification(tiny_swin()), 5)):
+        groups = param_groups(model, lr=1.0, layer_decay=0.5)
+        names = [n for g in groups for n in g["names"]]
+        assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+        layers = {g["layer_id"] for g in groups}
+        assert layers == set(range(blocks + 2)), (type(model).__name__, layers)  # embeddings, blocks, head
+        by_name = {n: g for g in groups for n in g["names"]}
+        last = [n for n, _ in model.named_parameters()][-2]  # the classifier's weight
+        assert by_name[last]["lr"] == 1.0 and by_name[last]["layer_id"] == blocks + 1
+        first = next(n for n, _ in model.named_parameters())  # the stem / patch embedding
+        assert by_name[first]["layer_id"] == 0 and by_name[first]["lr"] == pytest.approx(0.5 ** (blocks + 1))
+        assert len(freeze_except_last_blocks(model, 1)) < len(names)

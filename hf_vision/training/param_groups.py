@@ -5,8 +5,9 @@
 - No weight decay on biases, norm weights, class/mask tokens and position tables.
 - `freeze_except_last_blocks`: the paper's partial fine-tuning (train the last N blocks and the head).
 
-Blocks are found structurally (the innermost gradient-checkpointing layers of the base model, in parameter
-order), so ViT, the hybrid, MAE's encoder and Swin's stages all work without per-family tables.
+Blocks are found structurally (the innermost gradient-checkpointing layers of the base model that hold an
+attention module, in parameter order), so ViT, the hybrid (its ResNet stem counts as embeddings), MAE's encoder
+and Swin's stages all work without per-family tables.
 """
 from __future__ import annotations
 
@@ -30,11 +31,12 @@ def transformer_blocks(model: nn.Module) -> list[str]:
     base = getattr(model, "base_model", model)
     prefix = next((name + "." for name, module in model.named_modules() if module is base and name), "")
     layers = [(name, m) for name, m in base.named_modules() if isinstance(m, GradientCheckpointingLayer)]
-    innermost = [
+    blocks = [
         name for name, m in layers
         if not any(isinstance(c, GradientCheckpointingLayer) for c in m.modules() if c is not m)
+        and any(type(c).__name__.endswith("Attention") for c in m.modules())  # not a ResNet stem's bottleneck
     ]
-    return [prefix + name for name in innermost]
+    return [prefix + name for name in blocks]
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
