@@ -127,7 +127,8 @@ def _tiny_timm_hybrid(layers=(1, 2), patch_size=2, img_size=32, **kwargs):
     backbone = ResNetV2(layers=layers, channels=(32, 64, 128)[: len(layers)], stem_chs=8, num_classes=0,
                         global_pool="", preact=False, stem_type="same", conv_layer=partial(StdConv2dSame, eps=1e-8),
                         norm_layer=partial(GroupNormAct, num_groups=4))
-    return VisionTransformer(img_size=img_size, patch_size=patch_size, embed_layer=partial(HybridEmbed, backbone=backbone),
+    return VisionTransformer(img_size=img_size, patch_size=patch_size,
+                             embed_layer=partial(HybridEmbed, backbone=backbone),
                              embed_dim=32, depth=2, num_heads=4, mlp_ratio=2, num_classes=5, **kwargs)
 
 
@@ -264,8 +265,8 @@ def test_load_official_vit_matches_source_and_timms_reader(tmp_path, pooling, ca
         expected = source(x).logits
         torch.testing.assert_close(loaded(x).logits, expected, atol=1e-5, rtol=1e-5)
         # an independent reader of the same file: timm's loader for Google's checkpoints
-        ref = timm.create_model("vit_base_patch16_224", pretrained=False, **TINY_TIMM,
-                                **(dict(global_pool="avg", class_token=False, fc_norm=False) if pooling == "gap" else {}))
+        gap = dict(global_pool="avg", class_token=False, fc_norm=False) if pooling == "gap" else {}
+        ref = timm.create_model("vit_base_patch16_224", pretrained=False, **TINY_TIMM, **gap)
         ref.load_pretrained(str(path))
         torch.testing.assert_close(loaded(x).logits, ref.eval()(x), atol=1e-4, rtol=1e-4)
 
@@ -293,13 +294,15 @@ def test_load_official_resizes_position_embeddings(tmp_path):
     pos = torch.from_numpy(np.load(path)["Transformer/posembed_input/pos_embedding"])
     # (1, 1 + 16, C) grid part -> (1, C, 4, 4) -> bicubic 8x8, computed here directly
     grid = pos[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
-    expected = F.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 64, 32)
+    expected = F.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False)
+    expected = expected.permute(0, 2, 3, 1).reshape(1, 64, 32)  # (1, C, 8, 8) -> (1, 64, C)
     got = loaded.vit.embeddings.position_embeddings
     torch.testing.assert_close(got[:, :1], pos[:, :1])
     torch.testing.assert_close(got[:, 1:], expected, atol=1e-6, rtol=1e-5)
     y = _images(64, 64)
     with torch.no_grad():  # same as running the 32px model with on-the-fly interpolation
-        torch.testing.assert_close(loaded(y).logits, source(y, interpolate_pos_encoding=True).logits, atol=1e-5, rtol=1e-5)
+        expected = source(y, interpolate_pos_encoding=True).logits
+        torch.testing.assert_close(loaded(y).logits, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_load_official_r50_hybrid(tmp_path, caplog):

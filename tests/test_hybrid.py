@@ -89,8 +89,9 @@ def test_weight_standardisation_formulas():
         timm_style.weight.copy_(w)
         expected_google = centred / (flat.std(1, keepdims=True) + 1e-5)  # Flax: (w - mean) / (std + eps)
         expected_timm = centred / np.sqrt(flat.var(1, keepdims=True) + 1e-8)
-        np.testing.assert_allclose(google.standardized_weight().numpy().reshape(6, -1), expected_google, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(timm_style.standardized_weight().numpy().reshape(6, -1), expected_timm, rtol=1e-5, atol=1e-6)
+        for conv, expected in ((google, expected_google), (timm_style, expected_timm)):
+            got = conv.standardized_weight().numpy().reshape(6, -1)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="style"):
         StdConv2d(4, 6, 3, style="pytorch")
 
@@ -206,8 +207,8 @@ def test_state_dict_keys_are_the_checkpoint_format():
         block = f"backbone.stages.0.blocks.{j}."
         expected |= {f"{block}conv{r}.weight" for r in (1, 2, 3)}
         expected |= {f"{block}norm{r}.{p}" for r in (1, 2, 3) for p in ("weight", "bias")}
-    expected |= {"backbone.stages.0.blocks.0.downsample.conv.weight", "backbone.stages.0.blocks.0.downsample.norm.weight",
-                 "backbone.stages.0.blocks.0.downsample.norm.bias"}  # 8 -> 32 channels needs a projection
+    down = "backbone.stages.0.blocks.0.downsample."
+    expected |= {down + "conv.weight", down + "norm.weight", down + "norm.bias"}  # 8 -> 32 channels needs a projection
     assert trunk == expected
     rest = {k for k in model.state_dict() if not k.startswith("embeddings.patch_embed.")}
     # everything after the patch embedding is ViT's, under ViT's names (composition, not a copy)

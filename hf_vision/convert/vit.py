@@ -409,7 +409,8 @@ def load_official_vit(path: str | Path, name: str, **overrides: Any) -> nn.Modul
     if config.num_labels > 0:  # new head (fine-tuning on another label set): keep its fresh initialisation
         logger.warning("checkpoint head has %d classes, config asks for %d: classifier left freshly initialised",
                        file_labels, config.num_labels)
-        model = (HybridForImageClassification if isinstance(config, HybridConfig) else ViTForImageClassification)(config)
+        cls = HybridForImageClassification if isinstance(config, HybridConfig) else ViTForImageClassification
+        model = cls(config)
         model.vit.load_state_dict(base, strict=True)
         return model.eval()
     return build_and_load(config, base, None)

@@ -1,9 +1,10 @@
-"""The ResNet trunk of the R50+ViT hybrid (Dosovitskiy et al. 2020, sections 3.1 and 4.1), BiT-style (Kolesnikov et al. 2019).
+"""The ResNet trunk of the R50+ViT hybrid (Dosovitskiy et al. 2020, sections 3.1 and 4.1).
 
-Weight-standardised convolutions and GroupNorm instead of BatchNorm, post-activation bottlenecks, and
-TensorFlow's 'SAME' padding computed from the input size at every call. The last part matters for exactness:
-for a stride-2 layer on an even input TF pads one pixel more at the bottom/right than at the top/left, which no
-fixed symmetric PyTorch padding reproduces, so Google's released checkpoints would drift without it.
+From BiT (Kolesnikov et al. 2019) it takes weight-standardised convolutions and GroupNorm instead of BatchNorm;
+unlike BiT its bottlenecks are post-activation. Padding is TensorFlow's 'SAME', computed from the input size at
+every call. That matters for exactness: for a stride-2 layer on an even input TF pads one pixel more at the
+bottom/right than at the top/left, which no fixed symmetric PyTorch padding reproduces, so Google's released
+checkpoints would drift without it.
 """
 from __future__ import annotations
 
