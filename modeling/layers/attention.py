@@ -64,8 +64,10 @@ class Attention(nn.Module):
         """`num_queries`: only the first that many tokens attend and are returned (all tokens are still keys and
         values); the classifier's last block needs just the class token. `attn_bias` rows are cut to match."""
         b, n, c = x.shape
-        # (B, N, 3*C) -> (3, B, heads, N, head_dim)
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # (B, N, 3*C) -> 3 x (B, N, heads, head_dim) -> 3 x (B, heads, N, head_dim). Unbinding before the
+        # transpose (rather than permuting to (3, B, heads, N, d) first) lets backward stack the three gradients
+        # straight into the (B, N, 3*C) layout of the qkv output: one copy per layer instead of two.
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).unbind(2))
         if num_queries is not None and num_queries < n:
             q = q[:, :, :num_queries]
             if attn_bias is not None and attn_bias.shape[-2] == n:
