@@ -39,14 +39,14 @@ from ..data import (
 
 logger = logging.getLogger("hf_vision.training")
 
-# A small ViT for the embedded 32x32 digits: 4x4 patches of 8 px, 6 blocks of width 192 (~2.7M parameters).
-DEMO_VIT = dict(image_size=32, patch_size=8, hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
-                intermediate_size=768, pooling="gap")
+# A small ViT for the embedded 32x32 digits: 8x8 patches of 4 px, 4 blocks of width 128 (~0.55M parameters).
+DEMO_VIT = dict(image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                intermediate_size=256, pooling="gap")
 RECIPES: dict[str, dict[str, Any]] = {
     "mae": dict(layer_decay=0.75, drop_path_rate=0.1, randaugment=(2, 9), random_erasing=0.25, mixup_alpha=0.8,
                 cutmix_alpha=1.0, label_smoothing=0.1, hflip=0.5, crop_scale_min=0.08),
     "demo": dict(layer_decay=1.0, drop_path_rate=0.0, randaugment=None, random_erasing=0.0, mixup_alpha=0.0,
-                 cutmix_alpha=0.0, label_smoothing=0.1, hflip=0.0, crop_scale_min=0.5),
+                 cutmix_alpha=0.0, label_smoothing=0.1, hflip=0.0, crop_scale_min=0.7),
 }
 # TrainingArguments defaults of the CLI (a user's flags win): warm-up + cosine, MAE's weight decay.
 TRAINING_DEFAULTS = dict(
