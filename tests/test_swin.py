@@ -320,3 +320,15 @@ def test_remote_code_checkpoint_runs_without_the_package(tmp_path):
     x = torch.randn(2, 3, 37, 45, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(payload["logits"]), model(x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_broadcast_bias_path_matches_the_fused_path():
+    """CPU training broadcasts the per-window bias instead of copying it per image; same numbers as sdpa."""
+    model = _model(window_size=4)
+    x = _pixels(64, 48, batch=3)
+    with torch.no_grad():
+        fused = model(x).last_hidden_state  # eval, no grad: sdpa with the batch-sized bias
+    model.train()  # drop rates are 0 in the tiny config: train mode changes only the attention path
+    broadcast = model(x).last_hidden_state
+    assert broadcast.requires_grad
+    torch.testing.assert_close(broadcast, fused, atol=1e-5, rtol=1e-5)

@@ -7,8 +7,10 @@ Layout is channels-last (B, H, W, C) between blocks; a block cuts its (shifted) 
 
 Any input size works, and the model holds no per-input state: the effective window and shift of a block are
 worked out per call from the feature-map size (a map no larger than the window is one window, unshifted, as in
-the paper), padding to whole windows is cropped back, and the shape-only tensors (shift masks, relative index)
-come from a small per-model cache keyed by geometry and device, so they are built once and never mutate a module.
+the paper), padding to whole windows is cropped back, and the shape-only tensors (shift masks, relative index,
+the gather that shifts and partitions a map) come from a small per-model cache keyed by geometry and device, so
+they are built once and never mutate a module. `window_partition`/`window_reverse` are the readable reference
+that the gather is tested against.
 """
 from __future__ import annotations
 
@@ -221,7 +223,13 @@ class PatchMerging(nn.Module):
 
 class WindowAttention(Attention):
     """The shared `Attention` on windows folded into the batch axis, plus the learned relative-position bias
-    table ((2M-1)^2, heads) that is added, with the shift mask, as `attn_bias`."""
+    table ((2M-1)^2, heads) that is added, with the shift mask, as `attn_bias`.
+
+    Fused kernels (sdpa) need the bias at batch size, one copy per image. When the attention weights are
+    materialised anyway (eager, `output_attentions`, or CPU training, where sdpa has no fused kernel for a
+    bias that needs a gradient and runs the same math), `forward` broadcasts the per-window bias over the
+    batch instead, as the official code does, and skips that copy.
+    """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, relative_position_bias: bool = True) -> None:
@@ -231,8 +239,8 @@ class WindowAttention(Attention):
             nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads)) if relative_position_bias else None
         )
 
-    def attn_bias(self, plan: WindowPlan, batch: int) -> torch.Tensor | None:
-        """Relative bias (heads, N, N) plus shift mask (nW, N, N) -> (B*nW | 1, heads | 1, N, N)."""
+    def window_bias(self, plan: WindowPlan) -> torch.Tensor | None:
+        """Relative bias (heads, N, N) plus shift mask (nW, N, N) -> (nW | 1, heads | 1, N, N), or None."""
         n = plan.window * plan.window
         bias = None
         if self.relative_position_bias_table is not None:
@@ -241,10 +249,44 @@ class WindowAttention(Attention):
         if plan.mask is None:
             return bias
         mask = plan.mask.unsqueeze(1)  # (nW, 1, N, N)
-        combined = mask if bias is None else mask + bias.to(mask.dtype)  # (nW, heads | 1, N, N)
-        num_windows, heads = combined.shape[:2]
+        return mask if bias is None else mask + bias.to(mask.dtype)
+
+    def attn_bias(self, plan: WindowPlan, batch: int) -> torch.Tensor | None:
+        """`window_bias` as the shared Attention's `attn_bias`: (B*nW | 1, heads | 1, N, N)."""
+        bias = self.window_bias(plan)
+        if bias is None or bias.shape[0] == 1:
+            return bias
+        num_windows, heads, n, _ = bias.shape
         # (nW, h, N, N) -> (B, nW, h, N, N) -> (B*nW, h, N, N): window-major within each image, as partitioned
-        return combined.unsqueeze(0).expand(batch, -1, -1, -1, -1).reshape(batch * num_windows, heads, n, n)
+        return bias.unsqueeze(0).expand(batch, -1, -1, -1, -1).reshape(batch * num_windows, heads, n, n)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        plan: WindowPlan,
+        *,
+        attn_implementation: str = "sdpa",
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B*nW, N, C) windows -> (B*nW, N, C), plus weights (B*nW, heads, N, N) when asked for."""
+        bw, n, c = x.shape
+        batch = bw * n // (plan.padded[0] * plan.padded[1])
+        materialise = (output_attentions or attn_implementation == "eager"
+                       or (x.device.type == "cpu" and torch.is_grad_enabled() and self.training))
+        if not materialise:
+            return super().forward(x, self.attn_bias(plan, batch), attn_implementation=attn_implementation)
+        # (B*nW, N, 3*C) -> (3, B*nW, heads, N, head_dim)
+        q, k, v = self.qkv(x).view(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = torch.matmul(q * self.scaling, k.transpose(-2, -1))  # (B*nW, heads, N, N)
+        bias = self.window_bias(plan)
+        if bias is not None:
+            # (B*nW, h, N, N) -> (B, nW, h, N, N) + (nW | 1, h | 1, N, N) broadcast over the batch
+            scores = (scores.view(batch, -1, self.num_heads, n, n) + bias).view(bw, self.num_heads, n, n)
+        weights = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+        weights = F.dropout(weights, p=self.attn_drop, training=self.training)
+        # (B*nW, heads, N, head_dim) -> (B*nW, N, heads, head_dim) -> (B*nW, N, C)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(bw, n, c)
+        return self.proj_drop(self.proj(out)), (weights if output_attentions else None)
 
 
 class SwinBlock(GradientCheckpointingLayer):
@@ -283,7 +325,7 @@ class SwinBlock(GradientCheckpointingLayer):
             y = F.pad(y, (0, 0, 0, wp - w, 0, hp - h))
         # (B, Hp, Wp, C) -> (B, Hp*Wp, C) in shifted-window order -> (B*nW, w*w, C)
         windows = permute_tokens(y.reshape(b, hp * wp, c), plan.order, plan.inverse).view(-1, window * window, c)
-        out, weights = self.attn(windows, self.attn.attn_bias(plan, b), attn_implementation=attn_implementation,
+        out, weights = self.attn(windows, plan, attn_implementation=attn_implementation,
                                  output_attentions=output_attentions)
         # (B*nW, w*w, C) -> (B, Hp*Wp, C) row-major, shift undone -> (B, Hp, Wp, C)
         y = permute_tokens(out.view(b, hp * wp, c), plan.inverse, plan.order).view(b, hp, wp, c)
