@@ -82,6 +82,16 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
     assert full[-1] < full[0]
 
 
+def test_bf16_gradient_accumulation_and_clipping(tmp_path):
+    out = tmp_path / "bf16"
+    summary = _script().main(["--output_dir", str(out), "--max_steps", "2", "--gradient_accumulation_steps", "2",
+                              "--max_grad_norm", "1.0", "--mixed_precision", "bf16", "--cpu", *BASE])
+    run_args = json.loads((out / "run_args.json").read_text())
+    assert run_args["effective_batch_size"] == 32 and run_args["learning_rate"] == pytest.approx(1.5e-4 * 32 / 256)
+    assert summary["steps"] == 2 and all(abs(x) < 100 for x in _losses(out))
+    assert (out / "model.safetensors").exists()
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
     forward = hf_vision.MAEForPreTraining.forward
