@@ -232,6 +232,12 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
 
     output_dir = Path(args.output_dir)
     trackers = _trackers(args.report_to)
+    # Accelerate keeps one process-wide state; a second run in the same process (a notebook, a test after a
+    # Trainer) with other settings would be refused. The only private call here: forget the old settings,
+    # keep the process group.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=trackers or None,
                               project_dir=str(output_dir), cpu=args.cpu)
     set_seed(args.seed)
