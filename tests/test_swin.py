@@ -332,3 +332,18 @@ def test_broadcast_bias_path_matches_the_fused_path():
     broadcast = model(x).last_hidden_state
     assert broadcast.requires_grad
     torch.testing.assert_close(broadcast, fused, atol=1e-5, rtol=1e-5)
+
+
+def test_benchmark_suite_builds_the_same_model_in_three_libraries():
+    from hf_vision import benchmark
+
+    settings = benchmark.Settings(
+        preset="swin-tiny-patch4-window7-224", batch_size=2, repeats=1, warmup=0, modes=("inference", "train"),
+        references=("timm", "transformers"), memory=False,
+        config_overrides={"image_size": 64, "embed_dim": 16, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 2, 4],
+                          "window_size": 4},
+    )
+    report = benchmark.run_benchmark(settings)
+    params = {name: res["params_m"] for name, res in report["results"].items()}
+    assert set(params) == {"ours", "timm", "transformers"} and len(set(params.values())) == 1, params
+    assert all(report["ratios"][ref][mode] > 0 for ref in ("timm", "transformers") for mode in settings.modes)
