@@ -66,7 +66,8 @@ def test_finetune_default_model_on_embedded_digits(tmp_path):
     card = (out / "README.md").read_text()
     assert "eval_top1_accuracy" in card or "top1_accuracy" in card
     run_args = json.loads((out / "run_args.json").read_text())
-    assert run_args["recipe"]["mixup_alpha"] == 0.0 and run_args["max_steps"] == 3
+    assert run_args["recipe"]["name"] == "demo" and run_args["recipe"]["mixup_alpha"] == 0.0
+    assert run_args["max_steps"] == 3
 
 
 def _tiny_mae(folder: Path) -> dict[str, torch.Tensor]:
@@ -95,7 +96,8 @@ def test_linear_probe_from_mae_checkpoint_trains_only_the_head(tmp_path):
 
 def test_partial_finetune_with_mae_recipe(tmp_path):
     mae = _tiny_mae(tmp_path / "mae")
-    _, out = _run(tmp_path, "--model", str(tmp_path / "mae"), "--train_last_blocks", "1", "--learning_rate", "0.01")
+    _, out = _run(tmp_path, "--model", str(tmp_path / "mae"), "--train_last_blocks", "1", "--learning_rate", "0.01",
+                  "--recipe", "mae")
     tuned = load_file(out / "model.safetensors")
     first = [k for k in tuned if k.startswith("vit.encoder.blocks.0.") or k.startswith("vit.embeddings.")]
     last = [k for k in tuned if k.startswith("vit.encoder.blocks.1.") and k.endswith("weight")]
@@ -103,4 +105,5 @@ def test_partial_finetune_with_mae_recipe(tmp_path):
     assert all(torch.equal(tuned[k], mae[k]) for k in first)
     assert any(not torch.equal(tuned[k], mae[k]) for k in last)
     run_args = json.loads((out / "run_args.json").read_text())
+    assert run_args["recipe"]["name"] == "mae"
     assert run_args["recipe"]["mixup_alpha"] == 0.8 and run_args["recipe"]["layer_decay"] == 0.75

@@ -4,12 +4,13 @@ The model comes from a preset, an MAE pre-training checkpoint (its encoder becom
 as in MAE's fine-tuning), one of our saved/converted checkpoints, or a Hub name (ours, timm or transformers,
 converted through `hf_vision.from_pretrained`). Labels and id2label come from the dataset's ClassLabel feature.
 
-Two recipes fill every option left unset (None):
-- "mae" (whenever a model is named): MAE's fine-tuning recipe: layer-wise lr decay 0.75, drop path 0.1,
-  RandAugment(2, 9), RandomErasing 0.25, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, flips, crops of
-  scale (0.08, 1); the scheduler is warm-up + cosine (TrainingArguments defaults set by the CLI).
-- "demo" (no model named): a small ViT trained from scratch on the embedded 32x32 digits in a few CPU
-  minutes: light augmentation, no flips (digits are not mirror-symmetric).
+Two recipes fill every option left unset (None); `recipe="auto"` picks "demo" on the embedded digits and
+"mae" on any other dataset:
+- "mae": MAE's fine-tuning recipe: layer-wise lr decay 0.75, drop path 0.1, RandAugment(2, 9), RandomErasing
+  0.25, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, flips, crops of scale (0.08, 1); the scheduler is
+  warm-up + cosine (TrainingArguments defaults set by the CLI). Made for ImageNet-scale runs.
+- "demo": for 1,438 training digits and a few CPU minutes: light augmentation, no flips (digits are not
+  mirror-symmetric). Without a named model, a small ViT is trained from scratch.
 Linear probing (`linear_probe`) freezes the encoder and trains a BatchNorm + Linear head; partial fine-tuning
 (`train_last_blocks=N`) trains the last N blocks and what follows them.
 """
@@ -71,6 +72,9 @@ class ModelArguments:
         "help": "Partial fine-tuning: train only the last N blocks (and the head)."})
     base_learning_rate: float | None = field(default=None, metadata={
         "help": "If set, learning_rate = base_learning_rate * effective batch / 256 (MAE's rule)."})
+    recipe: str = field(default="auto", metadata={
+        "help": "Defaults for unset augmentation/regularisation options: auto (demo on the embedded digits, "
+                "mae otherwise), mae, or demo."})
 
 
 @dataclass
@@ -205,7 +209,14 @@ def _metric_fn():
 
 
 def resolve_recipe(model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
-    recipe = dict(RECIPES["demo" if model_args.model is None else "mae"])
+    from ..data.sources import EMBEDDED_NAMES
+
+    name = model_args.recipe
+    if name == "auto":
+        name = "demo" if (data_args.dataset or "digits") in EMBEDDED_NAMES else "mae"
+    if name not in RECIPES:
+        raise ValueError(f"recipe={model_args.recipe!r} is not one of auto, {', '.join(RECIPES)}")
+    recipe = dict(RECIPES[name], name=name)
     for args in (model_args, data_args):
         for f in fields(args):
             if f.name in recipe and getattr(args, f.name) is not None:
