@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="benchmark the data pipeline instead (decode + augment img/s per core vs run_mae.py's)")
     p.add_argument("--data_images", type=int, default=48, help="--data: number of JPEGs")
     p.add_argument("--data_size", type=int, default=224, help="--data: output size")
+    p.add_argument("--data_long_side", default="400,640", help="--data: range of the JPEGs' longer side (px)")
     return p.parse_args(argv)
 
 
@@ -45,8 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.data:
         from hf_vision.data.benchmark import format_data_table, run_data_benchmark
 
+        long_side = tuple(int(v) for v in args.data_long_side.split(","))
         report = run_data_benchmark(size=args.data_size, num_images=args.data_images, repeats=args.repeats,
-                                    threads=args.threads or 1, progress=lambda m: print(m, file=sys.stderr))
+                                    threads=args.threads or 1, long_side=long_side,
+                                    progress=lambda m: print(m, file=sys.stderr))
         print(format_data_table(report))
         if args.json:
             with open(args.json, "w") as f:

@@ -109,10 +109,11 @@ def _time_batches(pipeline: Callable[[bytes], torch.Tensor], collate: Callable[[
 
 def run_data_benchmark(*, kinds: tuple[str, ...] = ("pretrain", "finetune", "eval"), size: int = 224,
                        num_images: int = 48, batch_size: int = 16, repeats: int = 5, threads: int = 1,
-                       seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                       long_side: tuple[int, int] = (400, 640), seed: int = 0,
+                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """{"settings": ..., "results": {kind: {"ours": [img/s per repeat], "run_mae.py": [...], "ratio": median}}}."""
     torch.set_num_threads(threads)
-    images = sample_jpegs(num_images, seed=seed)
+    images = sample_jpegs(num_images, long_side=long_side, seed=seed)
     ours_collate = Collate(IMAGENET_MEAN, IMAGENET_STD)
 
     def collate_ours(pixels: list[torch.Tensor]) -> torch.Tensor:
