@@ -275,8 +275,9 @@ class WindowAttention(Attention):
                        or (x.device.type == "cpu" and torch.is_grad_enabled() and self.training))
         if not materialise:
             return super().forward(x, self.attn_bias(plan, batch), attn_implementation=attn_implementation)
-        # (B*nW, N, 3*C) -> (3, B*nW, heads, N, head_dim)
-        q, k, v = self.qkv(x).view(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # (B*nW, N, 3*C) -> 3 x (B*nW, N, heads, head_dim) -> 3 x (B*nW, heads, N, head_dim); unbinding before the
+        # transpose lets backward stack the gradients straight into the qkv output layout (one copy, not two)
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(bw, n, 3, self.num_heads, self.head_dim).unbind(2))
         scores = torch.matmul(q * self.scaling, k.transpose(-2, -1))  # (B*nW, heads, N, N)
         bias = self.window_bias(plan)
         if bias is not None:
