@@ -348,3 +348,27 @@ def test_benchmark_suite_builds_the_same_model_in_three_libraries():
     params = {name: res["params_m"] for name, res in report["results"].items()}
     assert set(params) == {"ours", "timm", "transformers"} and len(set(params.values())) == 1, params
     assert all(report["ratios"][ref][mode] > 0 for ref in ("timm", "transformers") for mode in settings.modes)
+
+
+def test_backbone_from_a_classification_checkpoint(tmp_path):
+    """AutoBackbone on a classifier checkpoint: every trunk weight loads, the final norm becomes stage4's norm,
+    and the stage4 feature map equals the classifier's normalised last hidden state."""
+    from transformers import AutoBackbone
+
+    config = hf_vision.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=2,
+                        num_labels=3, out_features=["stage1", "stage2"])
+    classifier = hf_vision.SwinForImageClassification(config).eval()
+    with torch.no_grad():  # a non-trivial final norm, so a fresh one would be detected
+        classifier.swin.norm.weight.uniform_(0.5, 1.5)
+        classifier.swin.norm.bias.uniform_(-0.5, 0.5)
+    classifier.save_pretrained(tmp_path)
+    backbone = AutoBackbone.from_pretrained(tmp_path).eval()
+    assert type(backbone) is hf_vision.SwinBackbone
+    torch.testing.assert_close(backbone.hidden_states_norms["stage2"].weight, classifier.swin.norm.weight)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        maps = backbone(x).feature_maps
+        tokens = classifier.swin(x).last_hidden_state  # (B, H*W, C) after the final norm
+    b, c, h, w = maps[-1].shape
+    # (B, C, H, W) -> (B, H*W, C)
+    torch.testing.assert_close(maps[-1].flatten(2).transpose(1, 2), tokens, atol=1e-5, rtol=1e-5)

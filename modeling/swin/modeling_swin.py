@@ -605,6 +605,23 @@ class SwinBackbone(BackboneMixin, SwinPreTrainedModel):
         )
         self.post_init()
 
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A classification or SwinModel checkpoint ends in one LayerNorm over the last stage: that is exactly
+        the backbone's "stage4" output norm, so it becomes that (and is dropped when stage4 is not an output);
+        the other stages' norms start fresh, as a new head would."""
+        final = {k: k[len("swin.norm."):] for k in state_dict if k.startswith("swin.norm.")}
+        if final and not any(k.startswith("hidden_states_norms.") for k in state_dict):
+            last = self.stage_names[-1]
+            for key, leaf in final.items():
+                tensor = state_dict.pop(key)
+                if last in self.hidden_states_norms:
+                    state_dict[f"hidden_states_norms.{last}.{leaf}"] = tensor
+            for stage, norm in self.hidden_states_norms.items():  # the others: a fresh LayerNorm, written out
+                if stage != last:
+                    state_dict[f"hidden_states_norms.{stage}.weight"] = torch.ones(norm.weight.shape)
+                    state_dict[f"hidden_states_norms.{stage}.bias"] = torch.zeros(norm.bias.shape)
+        return super().adapt_state_dict(state_dict)
+
     def forward(
         self,
         pixel_values: torch.Tensor,
