@@ -112,7 +112,15 @@ def run_data_benchmark(*, kinds: tuple[str, ...] = ("pretrain", "finetune", "eva
                        long_side: tuple[int, int] = (400, 640), seed: int = 0,
                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """{"settings": ..., "results": {kind: {"ours": [img/s per repeat], "run_mae.py": [...], "ratio": median}}}."""
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run_data_benchmark(kinds, size, num_images, batch_size, repeats, threads, long_side, seed, progress)
+    finally:  # a library call must not change its caller's process-wide settings
+        torch.set_num_threads(previous_threads)
+
+
+def _run_data_benchmark(kinds, size, num_images, batch_size, repeats, threads, long_side, seed, progress):
     images = sample_jpegs(num_images, long_side=long_side, seed=seed)
     ours_collate = Collate(IMAGENET_MEAN, IMAGENET_STD)
 
