@@ -406,7 +406,17 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 
 def run_benchmark(settings: Settings, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build the suite, warm up, time interleaved repeats; returns a JSON-ready dict (see `format_table`)."""
+    """Build the suite, warm up, time interleaved repeats; returns a JSON-ready dict (see `format_table`).
+
+    `settings.threads` applies for the run only: the caller's torch thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        return _run_benchmark(settings, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_benchmark(settings: Settings, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     if settings.preset not in SUITES:
         raise ValueError(f"no benchmark suite for preset {settings.preset!r}; available: {', '.join(sorted(SUITES))}")
     if settings.dtype not in DTYPES:

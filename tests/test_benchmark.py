@@ -63,6 +63,19 @@ def test_single_mode_no_references_in_process():
     assert "ours" in benchmark.format_table(report)
 
 
+def test_threads_apply_to_the_run_only():
+    import torch
+
+    before = torch.get_num_threads()
+    settings = benchmark.Settings(
+        preset="vit-base-patch16-224", batch_size=1, repeats=1, warmup=0, modes=("inference",), references=(),
+        config_overrides=benchmark.parse_overrides([TINY]), memory=False, threads=before + 1,
+    )
+    report = benchmark.run_benchmark(settings)
+    assert report["settings"]["threads"] == before + 1
+    assert torch.get_num_threads() == before
+
+
 def test_unavailable_reference_reported_as_na():
     settings = benchmark.Settings(
         preset="vit-base-patch16-224", batch_size=2, repeats=1, warmup=0, modes=("inference",),
