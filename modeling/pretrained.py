@@ -25,6 +25,8 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_utils import load_state_dict
 
+from .layers.block import Encoder
+
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)([\w.]*)(\s+import\b)", re.MULTILINE)
 
 
@@ -59,6 +61,22 @@ def write_remote_code(model_cls: type, config_cls: type, save_directory: str | o
     for name, path in files.items():
         (Path(save_directory) / name).write_text(_flatten_imports(path.read_text()))
     return sorted(files)
+
+
+def vit_encoder(config) -> Encoder:
+    """The transformer encoder described by the ViT field vocabulary, which ViT, hybrid and MAE configs share."""
+    return Encoder(
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.intermediate_size,
+        qkv_bias=config.qkv_bias,
+        act=config.hidden_act,
+        drop=config.hidden_dropout_prob,
+        attn_drop=config.attention_probs_dropout_prob,
+        drop_path_rate=config.drop_path_rate,
+        eps=config.layer_norm_eps,
+    )
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.Tensor:

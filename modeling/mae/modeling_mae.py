@@ -21,7 +21,7 @@ from ..config_checks import pair
 from ..layers.block import Encoder
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import sincos_2d
-from ..pretrained import HEAD_MODULES, HFVisionPreTrainedModel
+from ..pretrained import HEAD_MODULES, HFVisionPreTrainedModel, vit_encoder
 from .configuration_mae import MAEConfig
 
 
@@ -314,18 +314,7 @@ class MAEModel(MAEPreTrainedModel):
         super().__init__(config)
         self.embeddings = MAEEmbeddings(config.num_channels, config.hidden_size, config.patch_size,
                                         config.grid_size, encoder_mask_token=config.encoder_mask_tokens)
-        self.encoder = Encoder(
-            config.hidden_size,
-            config.num_hidden_layers,
-            config.num_attention_heads,
-            config.intermediate_size,
-            qkv_bias=config.qkv_bias,
-            act=config.hidden_act,
-            drop=config.hidden_dropout_prob,
-            attn_drop=config.attention_probs_dropout_prob,
-            drop_path_rate=config.drop_path_rate,
-            eps=config.layer_norm_eps,
-        )
+        self.encoder = vit_encoder(config)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 

@@ -14,10 +14,9 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from ..config_checks import pair
-from ..layers.block import Encoder
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_pos_embed, sincos_2d
-from ..pretrained import HFVisionPreTrainedModel, classification_loss
+from ..pretrained import HFVisionPreTrainedModel, classification_loss, vit_encoder
 from .configuration_vit import ViTConfig
 
 
@@ -163,18 +162,7 @@ class ViTModel(ViTPreTrainedModel):
             position_embedding_type=config.position_embedding_type,
             dropout=config.hidden_dropout_prob,
         )
-        self.encoder = Encoder(
-            config.hidden_size,
-            config.num_hidden_layers,
-            config.num_attention_heads,
-            config.intermediate_size,
-            qkv_bias=config.qkv_bias,
-            act=config.hidden_act,
-            drop=config.hidden_dropout_prob,
-            attn_drop=config.attention_probs_dropout_prob,
-            drop_path_rate=config.drop_path_rate,
-            eps=config.layer_norm_eps,
-        )
+        self.encoder = vit_encoder(config)
         fc_norm = config.use_fc_norm
         self.norm = nn.Identity() if fc_norm else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if fc_norm else nn.Identity()
