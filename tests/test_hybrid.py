@@ -3,8 +3,6 @@ GroupNorm), its config checks, the preset sizes, and that it travels as remote c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from functools import partial
 
 import numpy as np
@@ -166,7 +164,7 @@ def test_position_embeddings_resize_on_load_and_interpolation_agree(tmp_path):
 
 
 def test_remote_code_without_the_package(tmp_path):
-    from .test_remote_code import _ISOLATED
+    from .test_remote_code import run_isolated
 
     torch.manual_seed(0)
     config = tiny_hybrid(num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
@@ -181,16 +179,7 @@ def test_remote_code_without_the_package(tmp_path):
     }
     assert (ckpt / "bit_resnet.py").exists() and (ckpt / "modeling_vit.py").exists()
     x = torch.randn(2, 3, 32, 32)
-    np.save(tmp_path / "x.npy", x.numpy())
-    repo = str(__import__("pathlib").Path(hf_vision.__file__).resolve().parents[1])
-    result = subprocess.run(
-        [sys.executable, "-c", _ISOLATED, repo, str(ckpt), str(tmp_path / "x.npy")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-             "TRANSFORMERS_VERBOSITY": "error"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    payload = run_isolated(ckpt, x, tmp_path)
     assert all(module.startswith("transformers_modules") for module in payload["classes"])
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(payload["logits"]), model(x).logits, atol=1e-5, rtol=1e-5)

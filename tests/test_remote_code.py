@@ -50,6 +50,20 @@ _ISOLATED = textwrap.dedent(
 )
 
 
+def run_isolated(checkpoint, pixels: torch.Tensor, tmp_path) -> dict:
+    """Run `_ISOLATED` on a checkpoint in a fresh interpreter that cannot import this project; its JSON report."""
+    np.save(tmp_path / "x.npy", pixels.numpy())
+    repo = str(__import__("pathlib").Path(hf_vision.__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", _ISOLATED, repo, str(checkpoint), str(tmp_path / "x.npy")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+             "TRANSFORMERS_VERBOSITY": "error"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt")
@@ -80,16 +94,7 @@ def test_checkpoint_is_self_contained(checkpoint):
 def test_remote_code_without_the_package(checkpoint, tmp_path):
     path, model = checkpoint
     x = torch.randn(2, 3, 32, 32)
-    np.save(tmp_path / "x.npy", x.numpy())
-    repo = str(__import__("pathlib").Path(hf_vision.__file__).resolve().parents[1])
-    result = subprocess.run(
-        [sys.executable, "-c", _ISOLATED, repo, str(path), str(tmp_path / "x.npy")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-             "TRANSFORMERS_VERBOSITY": "error"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    payload = run_isolated(path, x, tmp_path)
     assert all(module.startswith("transformers_modules") for module in payload["classes"])
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(payload["logits"]), model(x).logits, atol=1e-5, rtol=1e-5)
