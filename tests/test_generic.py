@@ -153,3 +153,49 @@ def test_fresh_init_is_sane(case):
         assert torch.isfinite(tensor).all(), name
         if any(key in name for key in ("position_embeddings", "cls_token", "mask_token", "pos_embed")):
             assert tensor.abs().sum() > 0, f"{name} is all zeros in a fresh model"
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_onednn_linear_matches_f_linear(case, monkeypatch):
+    """Every Linear of the model on oneDNN vs on F.linear: same outputs, same gradients. Tiny configs fall under
+    the layer's size cut, so here every Linear is forced onto the 16-image layout (a batch of 16 divides)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from modeling.layers import linear as linear_module
+
+    def run(enabled: bool):
+        sent = []
+
+        def images(rows: int, features: int) -> int | None:
+            n = linear_module._split(rows)
+            sent.append(n) if n else None
+            return n
+
+        monkeypatch.setattr(linear_module, "ENABLED", enabled)
+        monkeypatch.setattr(linear_module, "MIN_ROWS_PER_IMAGE", 1)
+        monkeypatch.setattr(linear_module, "_images", images)
+        linear_module._split.cache_clear()
+        model = _build(case).train()
+        torch.manual_seed(1)  # same dropout / drop-path draws in both runs
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = model(**_inputs(case, model.config, batch=16))
+            scalar = sum(t.float().pow(2).mean() for t in _batched_tensors(out, 16).values())
+            if getattr(out, "loss", None) is not None:
+                scalar = scalar + out.loss
+            scalar.backward()
+        convs = sum(e.count for e in prof.key_averages() if e.key == "aten::mkldnn_convolution")
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads, convs, len(sent)
+
+    try:
+        ref, ref_grads, ref_convs, ref_sent = run(False)
+        got, got_grads, got_convs, got_sent = run(True)
+    finally:
+        linear_module._split.cache_clear()
+    assert ref_sent == 0 and got_sent > 0
+    assert got_convs == ref_convs + got_sent  # each product sent to a convolution ran on oneDNN's kernel
+    _assert_outputs_close(got, ref, 16, atol=1e-4)
+    assert got_grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(got_grads[name], ref_grads[name], atol=1e-4, rtol=1e-3,
+                                   msg=lambda m: f"{name}: {m}")

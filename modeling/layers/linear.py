@@ -1,0 +1,83 @@
+"""`nn.Linear` whose fp32 CPU products run on oneDNN.
+
+PyTorch computes an fp32 `F.linear` on CPU with MKL's sgemm, which dispatches by CPU vendor: on AMD x86 it
+takes AVX2 code even where the core has AVX-512 (measured on a 2-core AMD EPYC Zen 5: 100-215 GFLOP/s for
+the layer shapes of ViT-B and Swin-T). oneDNN JIT-compiles for the instruction set the core actually has,
+and a linear layer over rows is exactly a 1x1 convolution over a channels-last map: a row-major (T, K)
+matrix *is* the channels-last image (n, K, T/n, 1), no copy. Through `F.conv2d` both the forward and the
+backward (input and weight gradients) run on oneDNN: 430-490 GFLOP/s on the same shapes. The arithmetic
+is the same fp32 product; results differ from sgemm only in summation order (~1e-7 relative).
+
+PyTorch sends a 1x1 convolution to oneDNN only for "large" problems (several threads, or a batch of at
+least 16 images, and more than 20480 input elements); `_images` picks a layout that qualifies, and small or
+indivisible problems stay on `F.linear`. `tests/test_linear.py` checks with the profiler that the oneDNN
+kernel is what actually runs, so a change of that heuristic in a later torch shows up as a failing test.
+The state dict is `nn.Linear`'s (weight (out, in), bias (out,)); only the kernel differs.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENABLED = True  # False: every Linear computes with F.linear (e.g. to reproduce sgemm's rounding exactly)
+MIN_ELEMENTS = 20480  # PyTorch sends 1x1 convolutions with fewer input elements to its own (slower) kernel
+MIN_IMAGES = 16  # ... and, with one thread, 1x1 convolutions over fewer images
+MIN_ROWS_PER_IMAGE = 4  # (n, K, 1, 1) layouts are slow in oneDNN: keep a few rows per image
+
+
+@lru_cache(maxsize=256)
+def _split(rows: int) -> int | None:
+    """Smallest n >= MIN_IMAGES that divides `rows` into images of >= MIN_ROWS_PER_IMAGE rows, or None."""
+    for n in range(MIN_IMAGES, min(rows // MIN_ROWS_PER_IMAGE, 4096) + 1):
+        if rows % n == 0:
+            return n
+    return None
+
+
+def _images(rows: int, features: int) -> int | None:
+    """How many channels-last images to fold `rows` into so that oneDNN runs the product; None: use F.linear."""
+    if rows * features <= MIN_ELEMENTS:
+        return None
+    if torch.get_num_threads() > 1:
+        return 1
+    return _split(rows)
+
+
+def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 on CPU, oneDNN built and enabled, no CPU autocast (which would pick its own dtype)."""
+    return (
+        ENABLED
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and weight.dim() == 2
+        and x.layout == torch.strided
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)`: (..., in) -> (..., out), through oneDNN where that applies (see module doc)."""
+    features = x.shape[-1]
+    rows = x.numel() // features if features else 0
+    images = _images(rows, features) if rows and onednn_applies(x, weight) else None
+    if images is None:
+        return F.linear(x, weight, bias)
+    # (..., K) -> (T, K) -> (n, T/n, 1, K) -> (n, K, T/n, 1): a channels-last view of the same memory
+    image = x.reshape(rows, features).view(images, rows // images, 1, features).permute(0, 3, 1, 2)
+    # (N, K) -> (N, K, 1, 1)
+    out = F.conv2d(image, weight.view(*weight.shape, 1, 1), bias)
+    # (n, N, T/n, 1) channels-last -> (n, T/n, 1, N) -> (..., N); a view whenever oneDNN kept channels-last
+    return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters, same state dict) computed by `linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)

@@ -1,0 +1,89 @@
+"""The oneDNN-backed Linear: same results and gradients as F.linear, and oneDNN really runs (profiler)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from modeling.layers.linear import Linear, _images, _split, linear
+
+
+@pytest.fixture
+def threads():
+    previous = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(previous)
+
+
+def _ops(fn) -> set[str]:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.key for event in prof.key_averages()}
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 197, 64), (8, 7, 7, 96), (3, 50, 40)], ids=str)
+def test_matches_f_linear_forward_and_backward(shape, num_threads, threads):
+    threads(num_threads)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=gen, requires_grad=True)
+    w = torch.randn(48, shape[-1], generator=gen, requires_grad=True)
+    b = torch.randn(48, generator=gen, requires_grad=True)
+    grad = torch.randn(*shape[:-1], 48, generator=gen)
+
+    ref = F.linear(x, w, b)
+    ref_grads = torch.autograd.grad(ref, (x, w, b), grad)
+    out = linear(x, w, b)
+    grads = torch.autograd.grad(out, (x, w, b), grad)
+    assert out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_onednn_kernel_runs_forward_and_backward(num_threads, threads):
+    """The point of the layer: PyTorch's conv heuristics must send our layout to oneDNN, in both passes."""
+    threads(num_threads)
+    x = torch.randn(4, 196, 96, requires_grad=True)
+    layer = Linear(96, 288)
+    ops = _ops(lambda: layer(x).sum().backward())
+    assert "aten::mkldnn_convolution" in ops
+    assert "aten::addmm" not in ops and "aten::mm" not in ops  # no sgemm anywhere, backward included
+    assert not any("slow_conv" in op or "thnn" in op for op in ops)
+
+
+def test_small_or_unsupported_inputs_use_f_linear(threads):
+    threads(2)
+    layer = Linear(16, 8)
+    assert "aten::mkldnn_convolution" not in _ops(lambda: layer(torch.randn(4, 16)))  # below PyTorch's size cut
+    big = torch.randn(64, 512)
+    assert "aten::mkldnn_convolution" not in _ops(lambda: Linear(512, 8).double()(big.double()))  # fp64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "aten::mkldnn_convolution" not in _ops(lambda: Linear(512, 8)(big))
+    torch.backends.mkldnn.enabled = False
+    try:
+        assert "aten::mkldnn_convolution" not in _ops(lambda: Linear(512, 8)(big))
+    finally:
+        torch.backends.mkldnn.enabled = True
+
+
+def test_single_thread_layout_needs_sixteen_images(threads):
+    threads(1)
+    assert _split(8 * 197) == 197 and _split(25088) == 16
+    assert _split(1021) is None  # a prime: no layout qualifies, F.linear runs
+    assert _images(1021, 64) is None
+    assert "aten::mkldnn_convolution" not in _ops(lambda: Linear(64, 32)(torch.randn(1021, 64)))
+    assert Linear(64, 32)(torch.randn(1021, 64)).shape == (1021, 32)
+
+
+def test_state_dict_is_nn_linears():
+    torch.manual_seed(0)
+    ours = Linear(12, 5)
+    plain = nn.Linear(12, 5)
+    plain.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == ["weight", "bias"] and isinstance(ours, nn.Linear)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(ours(x), plain(x))
