@@ -56,6 +56,22 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
+def dense_channels_last(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, H, W) of any strides -> the same image stored as dense (H, W, 3) bytes, viewed as (3, H, W).
+
+    A no-op for decoder output; a crop view of it costs one cheap copy of the crop's rows.
+    """
+    # (3, H, W) -> (H, W, 3) contiguous -> (3, H, W) view
+    return pixels.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+
+
+def uint8_to_pil(pixels: torch.Tensor) -> Image.Image:
+    """uint8 (3, H, W) -> RGB PIL image; from channels-last storage the (H, W, 3) array needs no transposition
+    (`TF.to_pil_image` on the same tensor measured 0.16 ms per 224px image, this about 0.01 ms)."""
+    # (3, H, W) -> (H, W, 3)
+    return Image.fromarray(np.ascontiguousarray(pixels.permute(1, 2, 0).numpy()))
+
+
 class RandomResizedCropDecode:
     """Lazily opened PIL image -> augmented uint8 (3, H, W): crop drawn from the header, reduced decode."""
 
@@ -91,11 +107,14 @@ class RandomResizedCropDecode:
         top, left = int(top * sy), int(left * sx)
         height = max(1, min(round(height * sy), pixels.shape[1] - top))
         width = max(1, min(round(width * sx), pixels.shape[2] - left))
-        out = TF.resized_crop(pixels, top, left, height, width, list(self.size), interpolation=BICUBIC, antialias=True)
+        crop = dense_channels_last(TF.crop(pixels, top, left, height, width))
+        # A dense channels-last input keeps torchvision's resize channels-last (and about 30% faster than on the
+        # strided crop view), so the HWC bytes PIL needs for RandAugment are a free view.
+        out = TF.resize(crop, list(self.size), interpolation=BICUBIC, antialias=True)
         if self.flip is not None:
             out = self.flip(out)
         if self.randaugment is not None:
-            out = pil_to_uint8(self.randaugment(TF.to_pil_image(out)))
+            out = pil_to_uint8(self.randaugment(uint8_to_pil(out)))
         return out
 
 
