@@ -87,3 +87,12 @@ def test_state_dict_is_nn_linears():
     assert list(ours.state_dict()) == ["weight", "bias"] and isinstance(ours, nn.Linear)
     x = torch.randn(3, 12)
     torch.testing.assert_close(ours(x), plain(x))
+
+
+def test_compiles_without_graph_breaks():
+    """Under torch.compile the layer is plain F.linear (the compiler picks its kernels); fullgraph must trace."""
+    torch.manual_seed(0)
+    model = nn.Sequential(Linear(64, 128), nn.GELU(), Linear(128, 64))
+    x = torch.randn(4, 200, 64)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)

@@ -47,9 +47,11 @@ def _images(rows: int, features: int) -> int | None:
 
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """fp32 on CPU, oneDNN built and enabled, no CPU autocast (which would pick its own dtype)."""
+    """fp32 on CPU, oneDNN built and enabled, no CPU autocast (which would pick its own dtype), not being
+    compiled (torch.compile lowers F.linear itself, with its own choice of kernel)."""
     return (
         ENABLED
+        and not torch.compiler.is_compiling()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
