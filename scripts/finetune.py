@@ -2,7 +2,7 @@
 
     python scripts/finetune.py                      # small ViT on the embedded digits, CPU, a few minutes
     python scripts/finetune.py --model outputs/pretrain_mae --dataset <hub name or folder> --output_dir out
-    torchrun --nproc_per_node 2 scripts/finetune.py ...   # several processes
+    torchrun --nproc_per_node 2 scripts/finetune.py ...   # several processes (on CPU: gloo, --use_cpu is the default)
 
 Every TrainingArguments flag works (--max_steps, --learning_rate, --per_device_train_batch_size, --bf16 ...),
 plus the model and data options of hf_vision.training.finetune (--linear_probe, --train_last_blocks N,
@@ -15,12 +15,12 @@ import sys
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from hf_vision.training.finetune import TRAINING_DEFAULTS, DataArguments, ModelArguments, finetune
+from hf_vision.training.finetune import DataArguments, ModelArguments, cli_defaults, finetune
 
 
 def parse_args(argv: list[str] | None = None):
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    parser.set_defaults(**TRAINING_DEFAULTS)
+    parser.set_defaults(**cli_defaults())
     return parser.parse_args_into_dataclasses(args=argv)
 
 

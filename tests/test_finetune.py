@@ -1,9 +1,14 @@
-"""scripts/finetune.py end to end (tiny settings, real files in tmp_path), its model sources and modes, and the
-shipped top-k accuracy metric."""
+"""scripts/finetune.py end to end (tiny settings, real files in tmp_path), its model sources and modes, the
+shipped top-k accuracy metric, exact resume, and a real two-process CPU run (torchrun, gloo) on disjoint data."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +112,131 @@ def test_partial_finetune_with_mae_recipe(tmp_path):
     run_args = json.loads((out / "run_args.json").read_text())
     assert run_args["recipe"]["name"] == "mae"
     assert run_args["recipe"]["mixup_alpha"] == 0.8 and run_args["recipe"]["layer_decay"] == 0.75
+
+
+# Resume and several processes. "digit..." keys are the embedded dataset's webdataset ids.
+RESUME = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--gradient_accumulation_steps", "2",
+          "--per_device_train_batch_size", "8", "--recipe", "mae", "--learning_rate", "0.01", "--logging_steps", "1",
+          "--shuffle_buffer", "64", "--max_eval_samples", "16", "--log_example_keys", "--config_overrides", TINY]
+
+
+def _trainer_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "trainer_state.json").read_text())
+
+
+def _logged_losses(checkpoint: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in _trainer_state(checkpoint)["log_history"] if "loss" in r]
+
+
+def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Bitwise on CPU: data position (a streamed source), weights, optimizer, schedule and the RNG behind Mixup/
+    CutMix, random erasing and drop path (the MAE recipe), with gradient accumulation."""
+    from hf_vision.training.finetune import ImageClassificationTrainer
+
+    script = _script()
+    script.main(["--output_dir", str(tmp_path / "full"), *RESUME])
+
+    compute_loss, calls = ImageClassificationTrainer.compute_loss, {"n": 0}
+
+    def crash_in_step_3(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # step 3's first micro-batch (2 per step): after checkpoint-2, its batches already read
+            raise RuntimeError("simulated crash")
+        return compute_loss(self, *args, **kwargs)
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(ImageClassificationTrainer, "compute_loss", crash_in_step_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        script.main(["--output_dir", str(cut), *RESUME])
+    monkeypatch.setattr(ImageClassificationTrainer, "compute_loss", compute_loss)
+    assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (cut / "model.safetensors").exists()
+    assert len((cut / "example_keys_rank0.txt").read_text().split()) == 3 * 16  # step 3 was read, not trained
+
+    script.main(["--output_dir", str(cut), *RESUME, "--resume_from_checkpoint", "latest"])
+    full_keys = (tmp_path / "full" / "example_keys_rank0.txt").read_text().split()
+    assert len(full_keys) == 4 * 16 and len(set(full_keys)) == 4 * 16  # 64 of the 1,438 training digits
+    assert (cut / "example_keys_rank0.txt").read_text().split() == full_keys  # nothing repeated or skipped
+    full_losses, resumed_losses = _logged_losses(tmp_path / "full" / "checkpoint-4"), _logged_losses(cut / "checkpoint-4")
+    assert [s for s, _ in full_losses] == [1, 2, 3, 4] and resumed_losses == full_losses  # exact floats
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    first = load_file(tmp_path / "full" / "checkpoint-2" / "model.safetensors")
+    assert any(not torch.equal(first[k], full[k]) for k in full)  # steps 3-4 did train
+    data = json.loads((cut / "checkpoint-4" / "data_state_rank0.json").read_text())
+    assert data["world_size"] == 1 and data["loader"]["workers"]["0"]["position"] == 4 * 16
+
+
+def test_resume_refuses_a_checkpoint_without_its_data_position(tmp_path):
+    script = _script()
+    args = ["--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--per_device_train_batch_size", "4",
+            "--shuffle_buffer", "16", "--max_eval_samples", "8", "--config_overrides", TINY]
+    out = tmp_path / "run"
+    script.main(["--output_dir", str(out), *args])
+    (out / "checkpoint-1" / "data_state_rank0.json").unlink()
+    with pytest.raises(FileNotFoundError, match="--ignore_data_skip"):
+        script.main(["--output_dir", str(out), *args, "--resume_from_checkpoint", str(out / "checkpoint-1")])
+    data = json.loads((out / "checkpoint-2" / "data_state_rank0.json").read_text())
+    data["world_size"] = 2
+    (out / "checkpoint-2" / "data_state_rank0.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="2 processes, this run has 1"):
+        script.main(["--output_dir", str(out), *args, "--resume_from_checkpoint", "latest"])
+
+
+def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path, monkeypatch):
+    """Without --use_cpu Accelerate would not join torchrun's processes: N independent runs, not one."""
+    if torch.accelerator.is_available():
+        pytest.skip("an accelerator joins the processes by itself")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="--use_cpu"):
+        _run(tmp_path, "--use_cpu", "False", "--config_overrides", TINY)
+
+
+def _torchrun(script: str, *args: str, nproc: int = 2, cwd: Path) -> subprocess.CompletedProcess:
+    """A real multi-process CPU job (gloo): `torchrun --nproc_per_node N scripts/<script> ...`."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), str(ROOT / "scripts" / script), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run_on_disjoint_data(tmp_path):
+    """torchrun --nproc_per_node 2: disjoint shards, equal steps, one checkpoint/all_results.json from rank 0."""
+    out = tmp_path / "ddp"
+    result = _torchrun("finetune.py", "--output_dir", str(out), "--max_steps", "3", "--save_strategy", "steps",
+                       "--save_steps", "2", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "16",
+                       "--max_eval_samples", "49", "--shuffle_buffer", "64", "--log_example_keys",
+                       "--config_overrides", TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    keys = [(out / f"example_keys_rank{r}.txt").read_text().split() for r in range(2)]
+    assert len(keys[0]) == len(keys[1]) == 3 * 16  # both ranks ran 3 steps
+    assert not set(keys[0]) & set(keys[1])  # each rank its own share of the stream
+    assert all(k.startswith("digit") for k in keys[0] + keys[1])
+    for rank in range(2):  # each rank's position saved in the checkpoint: 2 steps x 16 of its own examples
+        data = json.loads((out / "checkpoint-2" / f"data_state_rank{rank}.json").read_text())
+        assert data["world_size"] == 2 and data["loader"]["workers"]["0"]["position"] == 2 * 16
+    assert {p.name for p in (out / "checkpoint-2").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    assert _trainer_state(out / "checkpoint-2")["global_step"] == 2
+    # The script's summary (numbers, where the Trainer's own log lines carry strings) comes from rank 0 only.
+    assert len(re.findall(r"'eval_top1_accuracy': \d", result.stdout)) == 1, result.stdout[-2000:]
+
+    results = json.loads((out / "all_results.json").read_text())
+    model = hf_vision.ViTForImageClassification.from_pretrained(out).eval()
+    # Evaluation was split over the ranks (and padded to equal batches): rerun it in this process on the same
+    # 49 test images and compare, so a dropped or duplicated image would show.
+    from hf_vision.data import Collate, ImageStream, PreprocessSpec, eval_transform, load_image_source
+
+    source = load_image_source("digits", "test")
+    source.dataset = source.dataset.take(49)
+    spec = PreprocessSpec.from_model(model, crop_pct=0.875)
+    examples = list(ImageStream(source, eval_transform(spec), infinite=False))
+    assert len(examples) == 49
+    batch = Collate(spec.mean, spec.std)(examples)
+    with torch.no_grad():
+        logits = model(batch["pixel_values"]).logits
+    correct = int((logits.argmax(-1) == batch["labels"]).sum())
+    # (not eval_loss: the Trainer repeats each rank's batch-mean loss by the first batch's size, an approximation)
+    assert results["eval_top1_accuracy"] == pytest.approx(correct / 49, abs=1e-9)
+    assert "train_loss" in results and results["train_loss"] > 0

@@ -212,8 +212,12 @@ class StreamLoader:
     def _loader(self) -> DataLoader:
         self.stream.start = {w: dict(s) for w, s in self.worker_states.items()}
         kwargs = {"prefetch_factor": self.prefetch_factor} if self.num_workers else {}
+        # A private generator: each DataLoader iterator draws a base seed from it, which would otherwise advance
+        # the caller's global RNG (a resumed run restores that RNG, then starts iterating: one draw apart from
+        # the uninterrupted run). Records are seeded explicitly, so the base seed's value does not matter.
         return DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, **kwargs)
+                          pin_memory=self.pin_memory, generator=torch.Generator().manual_seed(self.stream.seed),
+                          **kwargs)
 
     def _note(self, meta: dict[str, Any]) -> None:
         self.worker_states[meta["worker"]] = meta["state"]

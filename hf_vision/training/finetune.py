@@ -13,6 +13,14 @@ Two recipes fill every option left unset (None); `recipe="auto"` picks "demo" on
   mirror-symmetric). Without a named model, a small ViT is trained from scratch.
 Linear probing (`linear_probe`) freezes the encoder and trains a BatchNorm + Linear head; partial fine-tuning
 (`train_last_blocks=N`) trains the last N blocks and what follows them.
+
+Several processes (`torchrun --nproc_per_node N`): every rank reads its own share of the training stream
+(`split_dataset_by_node` inside `ImageStream`) through a `StreamLoader`, which the Trainer iterates as is; Accelerate's
+default for iterable datasets (rank 0 reads every batch and sends slices to the others) is not used for training.
+Exact resume: each checkpoint also holds every rank's data position (`data_state_rank<r>.json`); on
+`--resume_from_checkpoint` the loader continues from it and the Trainer's own fast-forward (which would re-read and
+re-augment every consumed batch) is switched off. Together with the Trainer's model, optimizer, scheduler and RNG
+state, a resumed run reproduces the uninterrupted one.
 """
 from __future__ import annotations
 
@@ -20,18 +28,21 @@ import ast
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PretrainedConfig, Trainer, TrainingArguments
+from transformers import PretrainedConfig, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..data import (
     BatchAugment,
     Collate,
     ImageStream,
     PreprocessSpec,
+    StreamLoader,
     available_splits,
     eval_transform,
     finetune_transform,
@@ -56,6 +67,13 @@ TRAINING_DEFAULTS = dict(
     logging_steps=20, save_strategy="no", eval_strategy="no", report_to="none", remove_unused_columns=False,
     label_names=["labels"], adam_beta2=0.999, dataloader_num_workers=0,
 )
+DATA_STATE = "data_state_rank{rank}.json"  # one rank's data position, inside each Trainer checkpoint
+
+
+def cli_defaults() -> dict[str, Any]:
+    """TRAINING_DEFAULTS plus `use_cpu` on a machine without an accelerator: without it Accelerate does not join
+    torchrun's processes (they would train as independent copies), with it they form one gloo group."""
+    return {**TRAINING_DEFAULTS, "use_cpu": not torch.accelerator.is_available()}
 
 
 @dataclass
@@ -98,6 +116,8 @@ class DataArguments:
     crop_scale_min: float | None = None
     max_eval_samples: int | None = None
     reduced_decode: bool = field(default=True, metadata={"help": "Decode JPEGs at reduced size when possible."})
+    log_example_keys: bool = field(default=False, metadata={
+        "help": "Append the ids of the training examples each rank consumed to example_keys_rank<r>.txt (audits)."})
 
 
 def parse_overrides(text: str | None) -> dict[str, Any]:
@@ -179,12 +199,76 @@ def configure_trainable(model, *, linear_probe: bool, train_last_blocks: int | N
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-class ImageClassificationTrainer(Trainer):
-    """Trainer that applies the batch-level augmentation (Mixup/CutMix, smoothing, erasing) to training batches."""
+class TrainBatches:
+    """One rank's training batches as the Trainer iterates them (a `StreamLoader`), optionally logging example ids.
 
-    def __init__(self, *args: Any, batch_augment: BatchAugment | None = None, **kwargs: Any) -> None:
+    It has no length and no `dataset`: the Trainer then runs `max_steps` and leaves the batches alone (no
+    re-sharding, no dispatching from rank 0).
+    """
+
+    def __init__(self, loader: StreamLoader, keys_file: Path | None = None) -> None:
+        self.loader, self.keys_file = loader, keys_file
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.keys_file is not None:
+                with self.keys_file.open("a") as f:
+                    f.write("".join(f"{key}\n" for key in self.loader.last_keys))
+            yield batch
+
+
+class SaveDataPosition(TrainerCallback):
+    """Writes this rank's data position into every checkpoint the Trainer saves (beside its RNG state)."""
+
+    def __init__(self, loader: StreamLoader, *, rank: int, world_size: int) -> None:
+        self.loader, self.rank, self.world_size = loader, rank, world_size
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = {"world_size": self.world_size, "step": state.global_step, "loader": self.loader.state_dict()}
+        (folder / DATA_STATE.format(rank=self.rank)).write_text(json.dumps(saved))
+
+
+def resolve_resume(spec: str | None, output_dir: str) -> str | None:
+    """--resume_from_checkpoint: a checkpoint folder, or 'latest' (the newest checkpoint-N in output_dir)."""
+    if not spec:
+        return None
+    if spec == "latest":
+        found = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if found is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint latest: no {PREFIX_CHECKPOINT_DIR}-N under {output_dir}")
+        return found
+    if not Path(spec).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {spec}: no such checkpoint folder")
+    return spec
+
+
+def restore_data_position(loader: StreamLoader, checkpoint: str, *, rank: int, world_size: int) -> None:
+    path = Path(checkpoint) / DATA_STATE.format(rank=rank)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing, so the data position of {checkpoint} is unknown; pass --ignore_data_skip to resume "
+            "the weights and optimizer with the training stream restarted from its beginning")
+    saved = json.loads(path.read_text())
+    if saved["world_size"] != world_size:
+        raise ValueError(f"{checkpoint} was written by {saved['world_size']} processes, this run has {world_size}: "
+                         "resume with the same number of processes to continue the data exactly")
+    loader.load_state_dict(saved["loader"])
+
+
+class ImageClassificationTrainer(Trainer):
+    """Trainer that applies the batch-level augmentation (Mixup/CutMix, smoothing, erasing) to training batches
+    and iterates our per-rank training loader as is (see the module docstring)."""
+
+    def __init__(self, *args: Any, batch_augment: BatchAugment | None = None,
+                 train_batches: TrainBatches | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_augment = batch_augment
+        self.train_batches = train_batches
+
+    def get_train_dataloader(self):
+        return self.train_batches if self.train_batches is not None else super().get_train_dataloader()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.batch_augment is not None and self.batch_augment.active:
@@ -234,6 +318,12 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     """Train, evaluate, save checkpoint + all_results.json + model card; returns the metrics."""
     from .param_groups import param_groups
 
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes, but TrainingArguments sees world_size={training_args.world_size}: "
+            "on a machine without a GPU pass --use_cpu so that the processes train together (gloo)")
+    set_seed(training_args.seed)  # the fresh weights (head, or a whole model) are part of the run's reproducibility
     recipe = resolve_recipe(model_args, data_args)
     train_source = load_image_source(data_args.dataset, data_args.train_split, config_name=data_args.dataset_config,
                                      image_column=data_args.image_column, label_column=data_args.label_column)
@@ -263,12 +353,28 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
             raise ValueError(f"{train_source.name!r} does not say how many examples it has: pass --max_steps")
         training_args.max_steps = math.ceil(training_args.num_train_epochs * train_source.num_examples / effective_batch)
 
+    rank = training_args.process_index
     train_stream = ImageStream(
         train_source,
         finetune_transform(spec, scale=(recipe["crop_scale_min"], 1.0), hflip=recipe["hflip"],
                            randaugment=recipe["randaugment"], reduced_decode=data_args.reduced_decode),
-        shuffle_buffer=data_args.shuffle_buffer, seed=training_args.seed, infinite=True,
+        batch_size=training_args.per_device_train_batch_size, collate=Collate(spec.mean, spec.std),
+        shuffle_buffer=data_args.shuffle_buffer, seed=training_args.seed, rank=rank, world_size=world, infinite=True,
     )
+    train_loader = StreamLoader(train_stream, num_workers=training_args.dataloader_num_workers,
+                                pin_memory=training_args.dataloader_pin_memory and training_args.device.type == "cuda")
+    checkpoint = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    if checkpoint is not None and not training_args.ignore_data_skip:
+        restore_data_position(train_loader, checkpoint, rank=rank, world_size=world)
+    # The loader continues from the restored position itself; the Trainer's fast-forward must not skip again.
+    training_args.ignore_data_skip = True
+    keys_file = Path(training_args.output_dir) / f"example_keys_rank{rank}.txt" if data_args.log_example_keys else None
+    if keys_file is not None:  # keep the ids consumed up to the checkpoint we resume from (every batch is full)
+        keys_file.parent.mkdir(parents=True, exist_ok=True)
+        kept = 0 if checkpoint is None else json.loads(
+            (Path(checkpoint) / "trainer_state.json").read_text())["global_step"] * effective_batch // world
+        lines = keys_file.read_text().splitlines(keepends=True) if keys_file.exists() else []
+        keys_file.write_text("".join(lines[:kept]))
     eval_stream = None
     if eval_split is not None:
         eval_source = load_image_source(data_args.dataset, eval_split, config_name=data_args.dataset_config,
@@ -289,10 +395,12 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
         batch_augment=BatchAugment(len(names), random_erasing=recipe["random_erasing"],
                                    mixup_alpha=recipe["mixup_alpha"], cutmix_alpha=recipe["cutmix_alpha"],
                                    label_smoothing=recipe["label_smoothing"]),
+        train_batches=TrainBatches(train_loader, keys_file),
+        callbacks=[SaveDataPosition(train_loader, rank=rank, world_size=world)],
     )
     logger.info("fine-tuning %s: %d trainable parameters, %d steps, recipe %s", type(model).__name__, trainable,
                 training_args.max_steps, recipe)
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(train_result.metrics)
     trainer.save_model()
     trainer.log_metrics("train", metrics)
