@@ -240,3 +240,25 @@ def test_two_process_cpu_run_on_disjoint_data(tmp_path):
     # (not eval_loss: the Trainer repeats each rank's batch-mean loss by the first batch's size, an approximation)
     assert results["eval_top1_accuracy"] == pytest.approx(correct / 49, abs=1e-9)
     assert "train_loss" in results and results["train_loss"] > 0
+
+
+@pytest.mark.slow
+def test_two_process_resume_with_workers_is_exact(tmp_path):
+    """Two ranks with two DataLoader workers each: resuming from checkpoint-2 (copied into a fresh folder, as an
+    interrupted run leaves it) continues every rank's stream and reproduces the uninterrupted weights bitwise."""
+    args = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--per_device_train_batch_size", "8",
+            "--recipe", "mae", "--learning_rate", "0.01", "--logging_steps", "1", "--max_eval_samples", "16",
+            "--shuffle_buffer", "32", "--log_example_keys", "--dataloader_num_workers", "2", "--config_overrides", TINY]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    result = _torchrun("finetune.py", "--output_dir", str(full), *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shutil.copytree(full / "checkpoint-2", cut / "checkpoint-2")
+    result = _torchrun("finetune.py", "--output_dir", str(cut), *args, "--resume_from_checkpoint", "latest",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in range(2):  # steps 3-4 of each rank: its own examples, continuing where the checkpoint left off
+        keys = (full / f"example_keys_rank{rank}.txt").read_text().split()
+        assert len(keys) == 4 * 8 and (cut / f"example_keys_rank{rank}.txt").read_text().split() == keys[16:]
+    assert _logged_losses(cut / "checkpoint-4") == _logged_losses(full / "checkpoint-4")
+    a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
