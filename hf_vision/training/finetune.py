@@ -16,7 +16,8 @@ Linear probing (`linear_probe`) freezes the encoder and trains a BatchNorm + Lin
 
 Several processes (`torchrun --nproc_per_node N`): every rank reads its own share of the training stream
 (`split_dataset_by_node` inside `ImageStream`) through a `StreamLoader`, which the Trainer iterates as is; Accelerate's
-default for iterable datasets (rank 0 reads every batch and sends slices to the others) is not used for training.
+default for iterable datasets (rank 0 reads every batch and sends slices to the others) is kept for evaluation
+only, where its gather drops the padding of the last batch.
 Exact resume: each checkpoint also holds every rank's data position (`data_state_rank<r>.json`); on
 `--resume_from_checkpoint` the loader continues from it and the Trainer's own fast-forward (which would re-read and
 re-augment every consumed batch) is switched off. Together with the Trainer's model, optimizer, scheduler and RNG
@@ -401,6 +402,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     logger.info("fine-tuning %s: %d trainable parameters, %d steps, recipe %s", type(model).__name__, trainable,
                 training_args.max_steps, recipe)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    if train_loader.bad_images:
+        logger.warning("rank %d: %s", rank, train_loader.report())
     metrics = dict(train_result.metrics)
     trainer.save_model()
     trainer.log_metrics("train", metrics)
