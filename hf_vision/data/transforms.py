@@ -50,10 +50,18 @@ class PreprocessSpec:
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 (3, H, W) view of an (H, W, 3) array: one copy, and the channels-last layout
-    that torch's uint8 antialiased resize kernels are fastest on."""
+    """RGB PIL image -> uint8 (3, H, W) view of an (H, W, 3) tensor: channels-last, the layout torch's uint8
+    antialiased resize kernels are fastest on.
+
+    The pixels are copied into torch-allocated memory: with numpy-owned buffers (`np.array(image)`) kept until
+    a batch is collated, the fine-tuning benchmark took ~20-40 minor page faults per image (0.05-0.08 ms of
+    system time each), none this way.
+    """
+    array = np.asarray(image)  # (H, W, 3) read-only view of PIL's packed bytes
+    out = torch.empty(array.shape, dtype=torch.uint8)
+    out.numpy()[...] = array
     # (H, W, 3) -> (3, H, W)
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+    return out.permute(2, 0, 1)
 
 
 def dense_channels_last(pixels: torch.Tensor) -> torch.Tensor:
