@@ -58,16 +58,18 @@ def open_image(value: Any) -> Image.Image:
 def draft_for(image: Image.Image, min_size: tuple[int, int]) -> float:
     """Ask a JPEG decoder for the smallest DCT-scaled size (1/2, 1/4, 1/8) still >= `min_size` (w, h).
 
-    Returns the reduction factor applied (1.0 when none, or for other formats). Must be called before the
-    pixels are loaded; decoding at reduced size is several times cheaper than a full decode plus downscale.
+    Returns the reduction factor applied (1.0 when none, or for other formats): decoded pixel i covers original
+    pixels [i * factor, (i + 1) * factor), also when the size is not a multiple (the last pixel is partial).
+    Must be called before the pixels are loaded.
     """
     if image.format != "JPEG":
         return 1.0
-    width, height = image.size
+    width = image.size[0]
     result = image.draft(None, (max(1, math.ceil(min_size[0])), max(1, math.ceil(min_size[1]))))
     if result is None:
         return 1.0
-    return width / image.size[0]
+    _, box = result  # (0, 0, width / scale, height / scale): the exact DCT scale, unlike the rounded-up size
+    return width / box[2]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

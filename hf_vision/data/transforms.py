@@ -110,11 +110,14 @@ class RandomResizedCropDecode:
             # Largest reduction that keeps the crop at least as large as the output (never upsample).
             factor = max(1.0, min(height / self.size[0], width / self.size[1]))
             min_size = (full_w / factor, full_h / factor)
-        pixels, _ = load_uint8(image, min_size=min_size)  # (3, h, w), h/w possibly reduced by the decoder
-        sy, sx = pixels.shape[1] / full_h, pixels.shape[2] / full_w
-        top, left = int(top * sy), int(left * sx)
-        height = max(1, min(round(height * sy), pixels.shape[1] - top))
-        width = max(1, min(round(width * sx), pixels.shape[2] - left))
+        pixels, factor = load_uint8(image, min_size=min_size)  # (3, h, w), h/w possibly reduced by the decoder
+        if factor != 1.0:
+            # Decoded pixel i covers original pixels [i * factor, (i + 1) * factor): map each edge of the box and
+            # round it, so every edge stays within half a decoded pixel of where torchvision drew it.
+            h, w = pixels.shape[1:]
+            top, bottom = min(round(top / factor), h - 1), round((top + height) / factor)
+            left, right = min(round(left / factor), w - 1), round((left + width) / factor)
+            height, width = max(1, min(bottom, h) - top), max(1, min(right, w) - left)
         crop = dense_channels_last(TF.crop(pixels, top, left, height, width))
         # A dense channels-last input keeps torchvision's resize channels-last (and about 30% faster than on the
         # strided crop view), so the HWC bytes PIL needs for RandAugment are a free view.
