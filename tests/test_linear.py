@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from modeling.layers import linear as linear_module
 from modeling.layers.linear import Linear, _images, _split, linear
 
 
@@ -17,10 +18,14 @@ def threads():
     torch.set_num_threads(previous)
 
 
-def _ops(fn) -> set[str]:
+def _count_ops(fn) -> dict[str, int]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    return {event.key for event in prof.key_averages()}
+    return {event.key: event.count for event in prof.key_averages()}
+
+
+def _ops(fn) -> set[str]:
+    return set(_count_ops(fn))
 
 
 @pytest.mark.parametrize("num_threads", [1, 2])
@@ -44,15 +49,35 @@ def test_matches_f_linear_forward_and_backward(shape, num_threads, threads):
 
 
 @pytest.mark.parametrize("num_threads", [1, 2])
-def test_onednn_kernel_runs_forward_and_backward(num_threads, threads):
-    """The point of the layer: PyTorch's conv heuristics must send our layout to oneDNN, in both passes."""
+@pytest.mark.parametrize("batch", [4, 8])
+def test_onednn_kernel_runs_forward_and_backward(batch, num_threads, threads):
+    """The point of the layer: PyTorch's conv heuristics must send our layouts to oneDNN, in both passes, and no
+    sgemm runs. 4 x 196 rows with two threads: the weight gradient is a second oneDNN forward convolution."""
     threads(num_threads)
-    x = torch.randn(4, 196, 96, requires_grad=True)
+    x = torch.randn(batch, 196, 96, requires_grad=True)
     layer = Linear(96, 288)
-    ops = _ops(lambda: layer(x).sum().backward())
-    assert "aten::mkldnn_convolution" in ops
-    assert "aten::addmm" not in ops and "aten::mm" not in ops  # no sgemm anywhere, backward included
+    ops = _count_ops(lambda: layer(x).sum().backward())
+    few_rows = num_threads > 1 and batch * 196 < linear_module.FEW_ROWS
+    assert ops.get("aten::mkldnn_convolution") == (2 if few_rows else 1)
+    assert ops.get("aten::convolution_backward") == 1
+    assert "aten::addmm" not in ops and "aten::mm" not in ops
     assert not any("slow_conv" in op or "thnn" in op for op in ops)
+
+
+def test_few_rows_gradients_without_input_gradient(threads):
+    """The few-rows backward with a frozen input (first layer), with and without bias, matches F.linear's."""
+    threads(2)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(600, 64, generator=gen)
+    w = torch.randn(40, 64, generator=gen, requires_grad=True)
+    b = torch.randn(40, generator=gen, requires_grad=True)
+    grad = torch.randn(600, 40, generator=gen)
+    want = torch.autograd.grad(F.linear(x, w, b), (w, b), grad)
+    got = torch.autograd.grad(linear(x, w, b), (w, b), grad)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-3)
+    (got_w,) = torch.autograd.grad(linear(x, w, None), (w,), grad)
+    torch.testing.assert_close(got_w, want[0], rtol=1e-5, atol=1e-3)
 
 
 def test_small_or_unsupported_inputs_use_f_linear(threads):

@@ -5,8 +5,11 @@ takes AVX2 code even where the core has AVX-512 (measured on a 2-core AMD EPYC Z
 the layer shapes of ViT-B and Swin-T). oneDNN JIT-compiles for the instruction set the core actually has,
 and a linear layer over rows is exactly a 1x1 convolution over a channels-last map: a row-major (T, K)
 matrix *is* the channels-last image (n, K, T/n, 1), no copy. Through `F.conv2d` both the forward and the
-backward (input and weight gradients) run on oneDNN: 430-490 GFLOP/s on the same shapes. The arithmetic
-is the same fp32 product; results differ from sgemm only in summation order (~1e-7 relative).
+backward (input and weight gradients) run on oneDNN: 430-490 GFLOP/s on the same shapes. One exception:
+oneDNN's weight gradient of that convolution is slow for few rows (100-160 GFLOP/s under ~1,000 rows; MAE's
+encoder sees 8 x 50 of them), so there `_FewRowsLinear` computes it as a second forward convolution, the rows
+as input channels (x^T g, 170-330 GFLOP/s; MAE's training step 3% faster). The arithmetic is the same fp32
+product; results differ from sgemm only in summation order (~1e-7 relative).
 
 PyTorch sends a 1x1 convolution to oneDNN only for "large" problems (several threads, or a batch of at
 least 16 images, and more than 20480 input elements); `_images` picks a layout that qualifies, and small or
@@ -26,6 +29,7 @@ ENABLED = True  # False: every Linear computes with F.linear (e.g. to reproduce 
 MIN_ELEMENTS = 20480  # PyTorch sends 1x1 convolutions with fewer input elements to its own (slower) kernel
 MIN_IMAGES = 16  # ... and, with one thread, 1x1 convolutions over fewer images
 MIN_ROWS_PER_IMAGE = 4  # (n, K, 1, 1) layouts are slow in oneDNN: keep a few rows per image
+FEW_ROWS = 1024  # below this many rows (and with several threads) the weight gradient takes `_FewRowsLinear`
 
 
 @lru_cache(maxsize=256)
@@ -63,6 +67,40 @@ def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
+class _FewRowsLinear(torch.autograd.Function):
+    """The 1x1 convolution image (1, K, T, 1) -> (1, N, T, 1) for T < FEW_ROWS, whose weight gradient
+    g^T x is computed as a forward convolution over the rows: input x (1, T, K, 1), weight g^T (N, T, 1, 1)."""
+
+    @staticmethod
+    def forward(ctx, image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(image, weight)
+        return F.conv2d(image, weight.view(*weight.shape, 1, 1), bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        image, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad
+        out_features, in_features = weight.shape
+        grad_input = grad_weight = grad_bias = None
+        if need_input:
+            grad_input = torch.ops.aten.convolution_backward(
+                grad, image, weight.view(out_features, in_features, 1, 1), None, [1, 1], [0, 0], [1, 1], False,
+                [0, 0], 1, [True, False, False])[0]
+        rows = image.shape[2]
+        # (1, N, T, 1) -> (1, T, 1, N) -> (T, N); (1, K, T, 1) -> (T, K): views when channels-last (the usual case)
+        grad_rows = grad.permute(0, 2, 3, 1).reshape(rows, out_features)
+        if need_weight:
+            image_rows = image.permute(0, 2, 3, 1).reshape(rows, in_features)
+            # (T, K) -> (1, T, K, 1): T input channels over K pixels; (T, N) -> (N, T, 1, 1) filters
+            grad_weight = F.conv2d(image_rows.view(1, rows, in_features, 1),
+                                   grad_rows.t().contiguous().view(out_features, rows, 1, 1))
+            grad_weight = grad_weight.view(out_features, in_features)  # (1, N, K, 1) -> (N, K)
+        if need_bias:
+            grad_bias = grad_rows.sum(0)
+        return grad_input, grad_weight, grad_bias
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`: (..., in) -> (..., out), through oneDNN where that applies (see module doc)."""
     features = x.shape[-1]
@@ -72,8 +110,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return F.linear(x, weight, bias)
     # (..., K) -> (T, K) -> (n, T/n, 1, K) -> (n, K, T/n, 1): a channels-last view of the same memory
     image = x.reshape(rows, features).view(images, rows // images, 1, features).permute(0, 3, 1, 2)
-    # (N, K) -> (N, K, 1, 1)
-    out = F.conv2d(image, weight.view(*weight.shape, 1, 1), bias)
+    if images == 1 and rows < FEW_ROWS and torch.is_grad_enabled() and (
+            weight.requires_grad or (bias is not None and bias.requires_grad)):
+        out = _FewRowsLinear.apply(image, weight, bias)
+    else:
+        # (N, K) -> (N, K, 1, 1)
+        out = F.conv2d(image, weight.view(*weight.shape, 1, 1), bias)
     # (n, N, T/n, 1) channels-last -> (n, T/n, 1, N) -> (..., N); a view whenever oneDNN kept channels-last
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
 

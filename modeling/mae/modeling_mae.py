@@ -19,7 +19,7 @@ from transformers.utils import ModelOutput
 
 from ..config_checks import pair
 from ..layers.block import Encoder
-from ..layers.linear import Linear
+from ..layers.linear import Linear, linear
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import sincos_2d
 from ..pretrained import HEAD_MODULES, HFVisionPreTrainedModel, vit_encoder
@@ -186,20 +186,40 @@ class MAEEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor, scores: torch.Tensor, num_keep: int, *,
                 interpolate_pos_encoding: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> tokens (B, 1 + num_keep, C) (or (B, 1 + L, C) with mask tokens), mask (B, L), ids_restore (B, L)."""
-        x = self.patch_embed(pixel_values)
-        b, c, gh, gw = x.shape
-        pos = _position_table(self.position_embeddings, self.dim, self.grid_size, (gh, gw), self._pos_cache,
-                              interpolate=interpolate_pos_encoding)
-        # (B, C, gh, gw) -> (B, L, C)
-        x = x.flatten(2).transpose(1, 2) + pos[:, 1:]
-        ids_keep, mask, ids_restore = masking_from_scores(scores, num_keep, x.dtype)
         if self.mask_token is None:
-            # (B, L, C) -> (B, num_keep, C): the encoder never sees the removed patches
-            x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, c))
+            x, mask, ids_restore, pos = self._embed_kept(pixel_values, scores, num_keep, interpolate_pos_encoding)
         else:
+            x = self.patch_embed(pixel_values)
+            b, c, gh, gw = x.shape
+            pos = _position_table(self.position_embeddings, self.dim, self.grid_size, (gh, gw), self._pos_cache,
+                                  interpolate=interpolate_pos_encoding)
+            # (B, C, gh, gw) -> (B, L, C)
+            x = x.flatten(2).transpose(1, 2) + pos[:, 1:]
+            _, mask, ids_restore = masking_from_scores(scores, num_keep, x.dtype)
             x = torch.where(mask.unsqueeze(-1).bool(), self.mask_token + pos[:, 1:], x)
-        cls = (self.cls_token + pos[:, :1]).expand(b, -1, -1)
+        cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
         return torch.cat([cls, x], dim=1), mask, ids_restore
+
+    def _embed_kept(self, pixel_values: torch.Tensor, scores: torch.Tensor, num_keep: int, interpolate: bool):
+        """The paper's design: the encoder never sees the removed patches, so only the kept ones are projected.
+        The projection acts on each patch alone, so this equals conv-then-gather at a quarter of the work."""
+        b, c_in, h, w = pixel_values.shape
+        ph, pw = self.patch_embed.patch_size
+        if h % ph or w % pw:
+            raise ValueError(f"input size ({h}, {w}) must be divisible by patch_size={self.patch_embed.patch_size}")
+        gh, gw = h // ph, w // pw
+        pos = _position_table(self.position_embeddings, self.dim, self.grid_size, (gh, gw), self._pos_cache,
+                              interpolate=interpolate)
+        ids_keep, mask, ids_restore = masking_from_scores(scores, num_keep)
+        # (B, C, H, W) -> (B, C, gh, ph, gw, pw) -> (B, gh, gw, C, ph, pw): a view; indexing copies only kept patches
+        grid = pixel_values.view(b, c_in, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5)
+        kept = grid[torch.arange(b, device=ids_keep.device)[:, None], ids_keep // gw, ids_keep % gw]
+        proj = self.patch_embed.proj
+        # (B, keep, C, ph, pw) -> (B, keep, C*ph*pw), the flattening order of the conv weight (dim, C, ph, pw)
+        x = linear(kept.reshape(b, num_keep, -1), proj.weight.view(proj.weight.shape[0], -1), proj.bias)
+        # (L + 1, C) position table rows of the kept patches -> (B, keep, C)
+        x = x + pos[0, 1:][ids_keep]
+        return x, mask.to(x.dtype), ids_restore, pos
 
 
 class MAEDecoder(Encoder):
