@@ -1,15 +1,16 @@
 """`nn.Linear` whose fp32 CPU products run on oneDNN.
 
-PyTorch computes an fp32 `F.linear` on CPU with MKL's sgemm, which dispatches by CPU vendor: on AMD x86 it
-takes AVX2 code even where the core has AVX-512 (measured on a 2-core AMD EPYC Zen 5: 100-215 GFLOP/s for
-the layer shapes of ViT-B and Swin-T). oneDNN JIT-compiles for the instruction set the core actually has,
-and a linear layer over rows is exactly a 1x1 convolution over a channels-last map: a row-major (T, K)
-matrix *is* the channels-last image (n, K, T/n, 1), no copy. Through `F.conv2d` both the forward and the
-backward (input and weight gradients) run on oneDNN: 430-490 GFLOP/s on the same shapes. One exception:
+PyTorch computes an fp32 `F.linear` on CPU with MKL's sgemm, which picks its kernels by CPU vendor: on a
+2-core AMD EPYC (Zen 5, AVX-512) it reaches 100-215 GFLOP/s on the layer shapes of ViT-B and Swin-T, the same
+with MKL_ENABLE_INSTRUCTIONS=AVX512 or SSE4_2. oneDNN JIT-compiles for the instruction set the core actually
+has (its verbose log says AVX-512 there), and a linear layer over rows is exactly a 1x1 convolution over a
+channels-last map: a row-major (T, K) matrix *is* the channels-last image (n, K, T/n, 1), no copy. Through
+`F.conv2d` the forward and both gradients run on oneDNN: 430-490 GFLOP/s on the same shapes. One exception:
 oneDNN's weight gradient of that convolution is slow for few rows (100-160 GFLOP/s under ~1,000 rows; MAE's
-encoder sees 8 x 50 of them), so there `_FewRowsLinear` computes it as a second forward convolution, the rows
-as input channels (x^T g, 170-330 GFLOP/s; MAE's training step 3% faster). The arithmetic is the same fp32
-product; results differ from sgemm only in summation order (~1e-7 relative).
+encoder sees 8 x 50 of them), so there `_FewRowsLinear` computes it as a second forward convolution with the
+rows as input channels (x^T g, 170-330 GFLOP/s; MAE's training step 3% faster). The arithmetic is the same
+fp32 product; results differ from sgemm only in summation order (~1e-7 relative). Where MKL already runs
+AVX-512 kernels (Intel CPUs) the gap should be small; we have not measured one. `ENABLED = False` turns it off.
 
 PyTorch sends a 1x1 convolution to oneDNN only for "large" problems (several threads, or a batch of at
 least 16 images, and more than 20480 input elements); `_images` picks a layout that qualifies, and small or
