@@ -244,6 +244,9 @@ class Settings:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     memory: bool = True
     seed: int = 0
+    # False: our Linear layers compute with F.linear (MKL sgemm, like timm and transformers) instead of oneDNN,
+    # which separates the kernel's share of a speed-up from the model code's
+    onednn_linear: bool = True
 
 
 @register_suite("swin-tiny-patch4-window7-224")
@@ -408,12 +411,17 @@ def _summary(values: list[float]) -> dict[str, Any]:
 def run_benchmark(settings: Settings, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the suite, warm up, time interleaved repeats; returns a JSON-ready dict (see `format_table`).
 
-    `settings.threads` applies for the run only: the caller's torch thread count is restored afterwards."""
-    threads = torch.get_num_threads()
+    `settings.threads` and `settings.onednn_linear` apply for the run only: the caller's torch thread count and
+    Linear kernel are restored afterwards."""
+    from modeling.layers import linear as linear_module
+
+    threads, onednn = torch.get_num_threads(), linear_module.ENABLED
+    linear_module.ENABLED = settings.onednn_linear
     try:
         return _run_benchmark(settings, progress=progress)
     finally:
         torch.set_num_threads(threads)
+        linear_module.ENABLED = onednn
 
 
 def _run_benchmark(settings: Settings, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -506,7 +514,8 @@ def format_table(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
         f"preset={s['preset']} batch={s['batch_size']} dtype={s['dtype']} device={s['device']} "
-        f"threads={s['threads']} repeats={s['repeats']} warmup={s['warmup']} torch={s['torch']}",
+        f"threads={s['threads']} repeats={s['repeats']} warmup={s['warmup']} torch={s['torch']} "
+        f"our linear={'onednn' if s.get('onednn_linear', True) else 'sgemm'}",
         f"{'contender':<16}{'mode':<11}{'img/s (median)':>15}{'spread (min-max)':>20}{'img/cpu-s':>11}{'peak MB':>10}"
         f"{'params M':>10}",
     ]

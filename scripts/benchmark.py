@@ -5,6 +5,7 @@
     python scripts/benchmark.py --preset mae-vit-base-patch16 --mode train --threads 2 --batch_size 8
     python scripts/benchmark.py --preset vit-base-patch16-224 --config hidden_size=64,num_hidden_layers=2
     python scripts/benchmark.py --data        # data pipeline: decode + augment img/s per core vs run_mae.py
+    python scripts/benchmark.py --preset swin-tiny-patch4-window7-224 --sgemm_linear   # our Linear on MKL sgemm
 
 Prints a table of medians (with min-max spread) and the ratios ours/reference; see hf_vision/benchmark.py.
 """
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                    help="config overrides for every contender, e.g. a tiny model for smoke tests")
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory step")
+    p.add_argument("--sgemm_linear", action="store_true",
+                   help="our Linear layers on F.linear (MKL sgemm, as timm/transformers) instead of oneDNN")
     p.add_argument("--json", default=None, help="also write the full report (all repeats) to this file")
     p.add_argument("--data", action="store_true",
                    help="benchmark the data pipeline instead (decode + augment img/s per core vs run_mae.py's)")
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device, repeats=args.repeats, warmup=args.warmup,
         modes=("inference", "train") if args.mode == "both" else (args.mode,),
         references=references, config_overrides=parse_overrides(args.config), memory=not args.no_memory,
+        onednn_linear=not args.sgemm_linear,
     )
     report = run_benchmark(settings, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(report))

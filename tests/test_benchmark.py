@@ -76,6 +76,27 @@ def test_threads_apply_to_the_run_only():
     assert torch.get_num_threads() == before
 
 
+def test_sgemm_linear_applies_to_the_run_only(monkeypatch):
+    """--sgemm_linear turns our oneDNN Linear off while the suite is built and timed, and back on afterwards."""
+    from modeling.layers import linear as linear_module
+
+    seen = []
+    build = benchmark.SUITES["vit-base-patch16-224"]
+
+    def probe(config_overrides, references):
+        seen.append(linear_module.ENABLED)
+        return build(config_overrides, references)
+
+    monkeypatch.setitem(benchmark.SUITES, "vit-base-patch16-224", probe)
+    settings = benchmark.Settings(
+        preset="vit-base-patch16-224", batch_size=1, repeats=1, warmup=0, modes=("inference",), references=(),
+        config_overrides=benchmark.parse_overrides([TINY]), memory=False, onednn_linear=False,
+    )
+    report = benchmark.run_benchmark(settings)
+    assert seen == [False] and linear_module.ENABLED is True
+    assert "our linear=sgemm" in benchmark.format_table(report)
+
+
 def test_unavailable_reference_reported_as_na():
     settings = benchmark.Settings(
         preset="vit-base-patch16-224", batch_size=2, repeats=1, warmup=0, modes=("inference",),
