@@ -451,3 +451,19 @@ def test_layer_decay_covers_hybrid_and_swin():
         first = next(n for n, _ in model.named_parameters())  # the stem / patch embedding
         assert by_name[first]["layer_id"] == 0 and by_name[first]["lr"] == pytest.approx(0.5 ** (blocks + 1))
         assert len(freeze_except_last_blocks(model, 1)) < len(names)
+
+
+def test_embed_patches_equals_conv_then_gather():
+    """MAE's encoder projects only the kept patches; that must equal projecting all of them and gathering."""
+    from modeling.layers.patch_embed import PatchEmbed
+
+    torch.manual_seed(0)
+    embed = PatchEmbed(3, 24, 4)
+    pixels = torch.randn(2, 3, 16, 20)
+    index = torch.stack([torch.randperm(20)[:5], torch.randperm(20)[:5]])
+    # (B, dim, gh, gw) -> (B, L, dim) -> the indexed rows
+    full = embed(pixels).flatten(2).transpose(1, 2)
+    want = torch.gather(full, 1, index.unsqueeze(-1).expand(-1, -1, 24))
+    torch.testing.assert_close(embed.embed_patches(pixels, index), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible by patch_size"):
+        embed.embed_patches(torch.randn(1, 3, 18, 20), index[:1])

@@ -19,7 +19,7 @@ from transformers.utils import ModelOutput
 
 from ..config_checks import pair
 from ..layers.block import Encoder
-from ..layers.linear import Linear, linear
+from ..layers.linear import Linear
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import sincos_2d
 from ..pretrained import HEAD_MODULES, HFVisionPreTrainedModel, vit_encoder
@@ -201,24 +201,13 @@ class MAEEmbeddings(nn.Module):
         return torch.cat([cls, x], dim=1), mask, ids_restore
 
     def _embed_kept(self, pixel_values: torch.Tensor, scores: torch.Tensor, num_keep: int, interpolate: bool):
-        """The paper's design: the encoder never sees the removed patches, so only the kept ones are projected.
-        The projection acts on each patch alone, so this equals conv-then-gather at a quarter of the work."""
-        b, c_in, h, w = pixel_values.shape
-        ph, pw = self.patch_embed.patch_size
-        if h % ph or w % pw:
-            raise ValueError(f"input size ({h}, {w}) must be divisible by patch_size={self.patch_embed.patch_size}")
-        gh, gw = h // ph, w // pw
-        pos = _position_table(self.position_embeddings, self.dim, self.grid_size, (gh, gw), self._pos_cache,
+        """The paper's design: the encoder never sees the removed patches, so only the kept ones are projected."""
+        grid = self.patch_embed.grid(*pixel_values.shape[-2:])
+        pos = _position_table(self.position_embeddings, self.dim, self.grid_size, grid, self._pos_cache,
                               interpolate=interpolate)
         ids_keep, mask, ids_restore = masking_from_scores(scores, num_keep)
-        # (B, C, H, W) -> (B, C, gh, ph, gw, pw) -> (B, gh, gw, C, ph, pw): a view; indexing copies only kept patches
-        grid = pixel_values.view(b, c_in, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5)
-        kept = grid[torch.arange(b, device=ids_keep.device)[:, None], ids_keep // gw, ids_keep % gw]
-        proj = self.patch_embed.proj
-        # (B, keep, C, ph, pw) -> (B, keep, C*ph*pw), the flattening order of the conv weight (dim, C, ph, pw)
-        x = linear(kept.reshape(b, num_keep, -1), proj.weight.view(proj.weight.shape[0], -1), proj.bias)
         # (L + 1, C) position table rows of the kept patches -> (B, keep, C)
-        x = x + pos[0, 1:][ids_keep]
+        x = self.patch_embed.embed_patches(pixel_values, ids_keep) + pos[0, 1:][ids_keep]
         return x, mask.to(x.dtype), ids_restore, pos
 
 
