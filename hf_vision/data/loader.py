@@ -3,7 +3,7 @@ exactly resumable position.
 
 Design (why it is not just `DataLoader(dataset.map(...))`):
 - Each process takes its share with `split_dataset_by_node` after a seeded shuffle. Training streams are
-  infinite (epochs follow each other inside the stream, `set_epoch` reshuffles), so every rank runs exactly the
+  infinite (epochs follow each other inside the stream, each reshuffled), so every rank runs exactly the
   number of steps the trainer asks for, whatever the shard counts: no rank runs dry and stalls a collective.
 - Records arrive undecoded; `ImageStream` decodes and augments them itself, so an undecodable image is
   skipped and reported (rank, worker, epoch, position, key) instead of ending the stream.
@@ -79,24 +79,17 @@ class ImageStream(IterableDataset):
         world_size: int = 1,
         with_labels: bool = True,
     ) -> None:
-        from datasets.distributed import split_dataset_by_node
-
         if batch_size is not None and collate is None:
             raise ValueError("batch_size needs a collate function")
-        dataset = source.dataset
-        if shuffle_buffer > 0:
-            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
-        self.total_shards = dataset.num_shards
-        if world_size > 1:
-            if dataset.num_shards % world_size:
-                warnings.warn(
-                    f"{source.name!r} has {dataset.num_shards} shards, not a multiple of world_size={world_size}: "
-                    "every process reads every shard and keeps 1 example in "
-                    f"{world_size} (slower I/O; ranks may get different example counts, steps stay equal)",
-                    stacklevel=2,
-                )
-            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-        self.dataset = dataset
+        self.source_dataset, self.shuffle_buffer = source.dataset, shuffle_buffer
+        self.total_shards = source.dataset.num_shards
+        if world_size > 1 and self.total_shards % world_size:
+            warnings.warn(
+                f"{source.name!r} has {self.total_shards} shards, not a multiple of world_size={world_size}: "
+                "every process reads every shard and keeps 1 example in "
+                f"{world_size} (slower I/O; ranks may get different example counts, steps stay equal)",
+                stacklevel=2,
+            )
         self.shards_per_rank = (
             self.total_shards // world_size if self.total_shards % world_size == 0 else self.total_shards
         )
@@ -106,8 +99,25 @@ class ImageStream(IterableDataset):
         self.transform, self.collate = transform, collate
         self.batch_size, self.infinite, self.drop_last = batch_size, infinite, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.dataset = self.epoch_dataset(0)
         self.start: dict[int, dict[str, int]] = {}  # worker id -> {"epoch", "position", "batches"}
         self.max_reports = 5
+
+    def epoch_dataset(self, epoch: int):
+        """This rank's share of the source, shuffled for `epoch` (shards and a buffer), built afresh per epoch.
+
+        Not `set_epoch`: `datasets` keeps the epoch in a tensor shared with every DataLoader worker, so workers
+        that cross epoch boundaries at different times would change each other's epoch (a resumed run then
+        reshuffled differently from the uninterrupted one, now and then). A new pipeline per epoch shares nothing.
+        """
+        from datasets.distributed import split_dataset_by_node
+
+        dataset = self.source_dataset
+        if self.shuffle_buffer > 0:
+            dataset = dataset.shuffle(seed=(self.seed + 1_000_003 * epoch) % 2**32, buffer_size=self.shuffle_buffer)
+        if self.world_size > 1:
+            dataset = split_dataset_by_node(dataset, rank=self.rank, world_size=self.world_size)
+        return dataset
 
     def _example(self, record: dict[str, Any], worker: int, epoch: int, position: int) -> dict[str, Any]:
         # The CPU generator only: torch.manual_seed also (lazily) seeds accelerators, slowly.
@@ -123,8 +133,7 @@ class ImageStream(IterableDataset):
         """(epoch, position, record) from the saved position on; epochs follow each other when infinite."""
         while True:
             epoch, seen = state["epoch"], 0
-            self.dataset.set_epoch(epoch)
-            for position, record in enumerate(self.dataset):
+            for position, record in enumerate(self.epoch_dataset(epoch)):
                 seen += 1
                 if position < state["position"]:
                     continue  # resuming: read but do not decode
