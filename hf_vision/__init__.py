@@ -4,14 +4,14 @@ Importing the package registers every family with transformers' Auto classes.
 """
 from __future__ import annotations
 
-from modeling.hybrid.configuration_hybrid import HybridConfig
-from modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
-from modeling.mae.configuration_mae import MAEConfig
-from modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
-from modeling.swin.configuration_swin import SwinConfig
-from modeling.swin.modeling_swin import SwinBackbone, SwinForImageClassification, SwinModel
-from modeling.vit.configuration_vit import ViTConfig
-from modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
+from hf_vision.modeling.hybrid.configuration_hybrid import HybridConfig
+from hf_vision.modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
+from hf_vision.modeling.mae.configuration_mae import MAEConfig
+from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+from hf_vision.modeling.swin.configuration_swin import SwinConfig
+from hf_vision.modeling.swin.modeling_swin import SwinBackbone, SwinForImageClassification, SwinModel
+from hf_vision.modeling.vit.configuration_vit import ViTConfig
+from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
 
 from . import convert
 from .auto import register_family

@@ -151,7 +151,7 @@ def _transformers_vit_config(config, **extra):
 
 @register_suite("vit-base-patch16-224")
 def _vit_b16_suite(config_overrides: dict[str, Any], references: set[str]):
-    from modeling.vit.modeling_vit import ViTForImageClassification
+    from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification
 
     config = get_config("vit-base-patch16-224", **config_overrides)
     contenders: dict[str, Contender | Unavailable] = {"ours": Contender(ViTForImageClassification(config),
@@ -252,7 +252,7 @@ class Settings:
 @register_suite("swin-tiny-patch4-window7-224")
 def _swin_t_suite(config_overrides: dict[str, Any], references: set[str]):
     """Swin-T classifiers with the same config (drop-path rate included) in all three libraries."""
-    from modeling.swin.modeling_swin import SwinForImageClassification
+    from hf_vision.modeling.swin.modeling_swin import SwinForImageClassification
 
     config = get_config("swin-tiny-patch4-window7-224", **config_overrides)
     contenders: dict[str, Contender | Unavailable] = {"ours": Contender(SwinForImageClassification(config),
@@ -287,9 +287,9 @@ def _swin_t_suite(config_overrides: dict[str, Any], references: set[str]):
 def _mae_b16_suite(config_overrides: dict[str, Any], references: set[str]):
     """MAE pre-training step (75% masking, same noise for all) against transformers' ViTMAEForPreTraining, plus
     our full ViT classifier with the same encoder ("ours ViT": its ratio is ViT step time / MAE step time)."""
-    from modeling.mae.modeling_mae import MAEForPreTraining
-    from modeling.vit.configuration_vit import ViTConfig
-    from modeling.vit.modeling_vit import ViTForImageClassification
+    from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining
+    from hf_vision.modeling.vit.configuration_vit import ViTConfig
+    from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification
 
     config = get_config("mae-vit-base-patch16", **config_overrides)
     contenders: dict[str, Contender | Unavailable] = {"ours": Contender(MAEForPreTraining(config), "hf_mae")}
@@ -413,7 +413,7 @@ def run_benchmark(settings: Settings, *, progress: Callable[[str], None] | None 
 
     `settings.threads` and `settings.onednn_linear` apply for the run only: the caller's torch thread count and
     Linear kernel are restored afterwards."""
-    from modeling.layers import linear as linear_module
+    from hf_vision.optimize import onednn_linear as linear_module
 
     threads, onednn = torch.get_num_threads(), linear_module.ENABLED
     linear_module.ENABLED = settings.onednn_linear

@@ -169,7 +169,7 @@ def from_pretrained(
     kwargs: config overrides and `from_pretrained` options (num_labels=10, image_size=384,
         ignore_mismatched_sizes=True, ...); for foreign checkpoints they apply after conversion.
     """
-    from modeling.pretrained import lenient_loading
+    from hf_vision.modeling.pretrained import lenient_loading
 
     hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
     path = Path(name_or_path)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeling.mae.configuration_mae import MAEConfig
-from modeling.hybrid.configuration_hybrid import HybridConfig
-from modeling.swin.configuration_swin import SwinConfig
-from modeling.vit.configuration_vit import ViTConfig
+from hf_vision.modeling.mae.configuration_mae import MAEConfig
+from hf_vision.modeling.hybrid.configuration_hybrid import HybridConfig
+from hf_vision.modeling.swin.configuration_swin import SwinConfig
+from hf_vision.modeling.vit.configuration_vit import ViTConfig
 
 
 @dataclass(frozen=True)

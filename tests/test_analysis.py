@@ -13,7 +13,7 @@ import torch
 import hf_vision
 from hf_vision import analysis
 from hf_vision.analysis import AnalysisNotApplicable
-from modeling.layers.pos_embed import sincos_2d
+from hf_vision.modeling.layers.pos_embed import sincos_2d
 
 from .cases import tiny_hybrid, tiny_mae, tiny_swin, tiny_vit
 
@@ -286,7 +286,7 @@ def test_shift_regions_known_layout():
 @pytest.mark.parametrize("h, w, window, shift", [(8, 8, 4, 2), (8, 12, 4, 2), (14, 14, 7, 3), (6, 9, 3, 1)])
 def test_region_mask_matches_the_models_shift_mask(h, w, window, shift):
     from hf_vision.analysis.swin import region_attention_mask
-    from modeling.swin.modeling_swin import shift_mask
+    from hf_vision.modeling.swin.modeling_swin import shift_mask
 
     ours = region_attention_mask(h, w, window, shift)
     np.testing.assert_array_equal(ours, shift_mask(h, w, window, shift).numpy() == 0)

@@ -78,7 +78,7 @@ def test_threads_apply_to_the_run_only():
 
 def test_sgemm_linear_applies_to_the_run_only(monkeypatch):
     """--sgemm_linear turns our oneDNN Linear off while the suite is built and timed, and back on afterwards."""
-    from modeling.layers import linear as linear_module
+    from hf_vision.optimize import onednn_linear as linear_module
 
     seen = []
     build = benchmark.SUITES["vit-base-patch16-224"]

@@ -7,7 +7,7 @@ import transformers
 
 import hf_vision
 from hf_vision.convert import from_transformers, load_official
-from modeling.layers.pos_embed import sincos_2d
+from hf_vision.modeling.layers.pos_embed import sincos_2d
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=2,

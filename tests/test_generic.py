@@ -161,7 +161,7 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
     the layer's size cut, so here every Linear is forced onto the 16-image layout (a batch of 16 divides)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from modeling.layers import linear as linear_module
+    from hf_vision.optimize import onednn_linear as linear_module
 
     def run(enabled: bool):
         sent = []

@@ -11,7 +11,7 @@ import torch
 
 import hf_vision
 from hf_vision import HybridConfig, HybridForImageClassification, HybridModel
-from modeling.hybrid.bit_resnet import ResNetV2Trunk, StdConv2d, ZeroInitGroupNorm, same_padding
+from hf_vision.modeling.hybrid.bit_resnet import ResNetV2Trunk, StdConv2d, ZeroInitGroupNorm, same_padding
 
 from .cases import tiny_hybrid, tiny_vit
 
@@ -207,7 +207,7 @@ def test_state_dict_keys_are_the_checkpoint_format():
 
 def test_checkpointing_covers_the_trunk():
     """With checkpointing on, every bottleneck is recomputed in backward (the trunk's maps dominate memory)."""
-    from modeling.hybrid.bit_resnet import Bottleneck
+    from hf_vision.modeling.hybrid.bit_resnet import Bottleneck
 
     model = HybridForImageClassification(tiny_hybrid()).train()
     model.activation_checkpointing_enable()

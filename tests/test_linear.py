@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from modeling.layers import linear as linear_module
-from modeling.layers.linear import Linear, _images, _split, linear
+from hf_vision.optimize import onednn_linear as linear_module
+from hf_vision.optimize.onednn_linear import Linear, _images, _split, linear
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 import hf_vision
 from hf_vision import MAEConfig, MAEForPreTraining, MAEModel, ViTForImageClassification, ViTModel
 from hf_vision.training.param_groups import freeze_except_last_blocks, param_groups
-from modeling.mae.modeling_mae import masking_from_scores
+from hf_vision.modeling.mae.modeling_mae import masking_from_scores
 
 from .cases import tiny_mae, tiny_vit
 
@@ -455,7 +455,7 @@ def test_layer_decay_covers_hybrid_and_swin():
 
 def test_embed_patches_equals_conv_then_gather():
     """MAE's encoder projects only the kept patches; that must equal projecting all of them and gathering."""
-    from modeling.layers.patch_embed import PatchEmbed
+    from hf_vision.modeling.layers.patch_embed import PatchEmbed
 
     torch.manual_seed(0)
     embed = PatchEmbed(3, 24, 4)

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeling.mae.configuration_mae import MAEConfig
-from modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+from hf_vision.modeling.mae.configuration_mae import MAEConfig
+from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
 
 from . import OFFICIAL_LOADERS, TRANSFORMERS_CONVERTERS
 from ..presets import get_config

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeling.config_checks import pair
-from modeling.swin.configuration_swin import SwinConfig
-from modeling.swin.modeling_swin import (
+from hf_vision.modeling.config_checks import pair
+from hf_vision.modeling.swin.configuration_swin import SwinConfig
+from hf_vision.modeling.swin.modeling_swin import (
     SwinBackbone,
     SwinForImageClassification,
     SwinModel,

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from modeling.config_checks import pair
-from modeling.hybrid.configuration_hybrid import HybridConfig
-from modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
-from modeling.layers.pos_embed import resample_pos_embed
-from modeling.vit.configuration_vit import ViTConfig
-from modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
+from hf_vision.modeling.config_checks import pair
+from hf_vision.modeling.hybrid.configuration_hybrid import HybridConfig
+from hf_vision.modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
+from hf_vision.modeling.layers.pos_embed import resample_pos_embed
+from hf_vision.modeling.vit.configuration_vit import ViTConfig
+from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
 
 from ..presets import PRESETS, get_config
 from . import OFFICIAL_LOADERS, TIMM_CONVERTERS, TRANSFORMERS_CONVERTERS

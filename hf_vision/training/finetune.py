@@ -152,7 +152,7 @@ def _split_top_level(text: str) -> list[str]:
 
 def vit_config_from_mae(mae_config: PretrainedConfig, **overrides: Any):
     """The ViT classifier config matching an MAE encoder (global pooling + fc_norm, as MAE fine-tunes)."""
-    from modeling.vit.configuration_vit import ViTConfig
+    from hf_vision.modeling.vit.configuration_vit import ViTConfig
 
     shared = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
               "intermediate_size", "hidden_act", "layer_norm_eps", "qkv_bias", "initializer_range", "image_mean",
@@ -167,8 +167,8 @@ def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dic
     import hf_vision
     from transformers import AutoModelForImageClassification
 
-    from modeling.mae.configuration_mae import MAEConfig
-    from modeling.vit.modeling_vit import ViTForImageClassification
+    from hf_vision.modeling.mae.configuration_mae import MAEConfig
+    from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification
 
     if name is None:
         config = hf_vision.get_config("vit-base-patch16-224", **{**DEMO_VIT, **labels, **overrides})

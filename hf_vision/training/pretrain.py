@@ -94,8 +94,8 @@ class PretrainArguments:
 # --------------------------------------------------------------------------------------------------- building
 def build_mae(name: str | None, overrides: dict[str, Any]):
     import hf_vision
-    from modeling.mae.configuration_mae import MAEConfig
-    from modeling.mae.modeling_mae import MAEForPreTraining
+    from hf_vision.modeling.mae.configuration_mae import MAEConfig
+    from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining
 
     if name is None:
         return MAEForPreTraining(hf_vision.get_config("mae-vit-base-patch16", **{**DEMO_MAE, **overrides}))

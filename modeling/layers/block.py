@@ -49,18 +49,8 @@ class Block(GradientCheckpointingLayer):
         )
         if num_queries is not None:
             x = x[:, :num_queries]
-        x = residual_add(x, self.drop_path(y))
-        return residual_add(x, self.drop_path(self.mlp(self.norm2(x)))), weights
-
-
-def residual_add(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-    """x + branch; without autograd it adds into `branch` (a fresh tensor made by the branch) to skip one
-    allocation per residual. With autograd it stays out of place: `branch` is often a view of a matmul output,
-    and an in-place add on it would make backward copy the gradient."""
-    if (torch.is_grad_enabled() or branch.shape != x.shape or branch.dtype != x.dtype
-            or branch.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
-        return x + branch
-    return branch.add_(x)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x))), weights
 
 
 class Encoder(nn.Module):

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .linear import Linear
 
 
 class Mlp(nn.Module):
@@ -13,9 +12,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, *, act: str = "gelu", drop: float = 0.0) -> None:
         super().__init__()
-        self.fc1 = Linear(dim, hidden_dim)
+        self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = ACT2FN[act]
-        self.fc2 = Linear(hidden_dim, dim)
+        self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
         # exact GELU can overwrite fc1's output when nothing keeps it for backward (the widest tensor of a block)
         self.exact_gelu = act == "gelu"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear import linear
+import torch.nn.functional as F
 
 
 class PatchEmbed(nn.Module):
@@ -37,4 +37,4 @@ class PatchEmbed(nn.Module):
         patches = patches[torch.arange(b, device=index.device)[:, None], index // gw, index % gw]
         weight = self.proj.weight
         # (B, K, C, ph, pw) -> (B, K, C*ph*pw) and (dim, C, ph, pw) -> (dim, C*ph*pw): the same flattening order
-        return linear(patches.reshape(b, index.shape[1], -1), weight.view(weight.shape[0], -1), self.proj.bias)
+        return F.linear(patches.reshape(b, index.shape[1], -1), weight.view(weight.shape[0], -1), self.proj.bias)

@@ -19,7 +19,6 @@ from transformers.utils import ModelOutput
 
 from ..config_checks import pair
 from ..layers.block import Encoder
-from ..layers.linear import Linear
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import sincos_2d
 from ..pretrained import HEAD_MODULES, HFVisionPreTrainedModel, vit_encoder
@@ -224,12 +223,12 @@ class MAEDecoder(Encoder):
                  act: str = "gelu", eps: float = 1e-6) -> None:
         super().__init__(dim, depth, num_heads, mlp_hidden_dim, qkv_bias=qkv_bias, act=act, eps=eps)
         self.dim, self.grid_size = dim, tuple(grid_size)
-        self.embed = Linear(encoder_dim, dim)
+        self.embed = nn.Linear(encoder_dim, dim)
         # None when the encoder already filled the gaps with its own mask token (the ablation)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if mask_token else None
         self.register_buffer("position_embeddings", self.sincos_table(), persistent=True)
         self.norm = nn.LayerNorm(dim, eps=eps)
-        self.pred = Linear(dim, patch_dim)
+        self.pred = nn.Linear(dim, patch_dim)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
     def sincos_table(self, grid_size: tuple[int, int] | None = None) -> torch.Tensor:

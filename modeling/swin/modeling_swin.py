@@ -29,7 +29,6 @@ from transformers.utils import ModelOutput
 from ..config_checks import pair
 from ..layers.attention import Attention
 from ..layers.drop_path import DropPath
-from ..layers.linear import Linear
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_pos_embed
@@ -209,7 +208,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, *, eps: float = 1e-5) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim, eps=eps)
-        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -572,7 +571,7 @@ class SwinForImageClassification(SwinPreTrainedModel):
     def __init__(self, config: SwinConfig) -> None:
         super().__init__(config)
         self.swin = SwinModel(config)
-        self.head = Linear(self.swin.num_features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.head = nn.Linear(self.swin.num_features, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward(

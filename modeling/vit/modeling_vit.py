@@ -14,7 +14,6 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from ..config_checks import pair
-from ..layers.linear import Linear
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_pos_embed, sincos_2d
 from ..pretrained import HFVisionPreTrainedModel, classification_loss, vit_encoder
@@ -84,7 +83,7 @@ class PreLogits(nn.Module):
 
     def __init__(self, dim: int, representation_size: int) -> None:
         super().__init__()
-        self.fc = Linear(dim, representation_size)
+        self.fc = nn.Linear(dim, representation_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.fc(x))
@@ -236,7 +235,7 @@ class ViTForImageClassification(ViTPreTrainedModel):
         self.head_norm = (
             nn.BatchNorm1d(features, affine=False, eps=1e-6) if config.classifier_norm == "batchnorm" else nn.Identity()
         )
-        self.classifier = Linear(features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = nn.Linear(features, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward(
