@@ -31,6 +31,7 @@ import torch
 
 from ..data import Collate, ImageStream, PreprocessSpec, StreamLoader, available_splits, eval_transform, \
     load_image_source, pretrain_transform
+from ..optimize import optimize_for_cpu
 from .finetune import parse_overrides
 
 logger = logging.getLogger("hf_vision.training")
@@ -87,6 +88,9 @@ class PretrainArguments:
     log_example_keys: bool = field(default=False, metadata={
         "help": "Write the ids of the examples each rank consumed to example_keys_rank<r>.txt (audits)."})
     cpu: bool = field(default=False, metadata={"help": "Run on CPU even when an accelerator is present."})
+    optimize_for_cpu: bool = field(default=True, metadata={
+        "help": "On CPU, train with hf_vision.optimize_for_cpu (oneDNN Linear); --no_optimize_for_cpu turns it "
+                "off. The saved model is the same either way."})
     push_to_hub: bool = False
     hub_model_id: str | None = None
 
@@ -246,6 +250,8 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     model = build_mae(args.model, overrides)
+    if args.optimize_for_cpu and accelerator.device.type == "cpu":
+        optimize_for_cpu(model)
     spec = PreprocessSpec.from_model(model)
     source = load_image_source(args.dataset, args.train_split, config_name=args.dataset_config,
                                image_column=args.image_column, with_labels=False)
