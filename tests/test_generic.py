@@ -251,3 +251,24 @@ def test_optimize_for_cpu_changes_no_result_state_or_file(case, tmp_path):
 
     assert optimize_for_cpu(model, enable=False) is model
     assert {name: type(m) for name, m in model.named_modules()} == plain_types
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_only_working_attention_implementations_are_advertised(case, tmp_path):
+    """eager and sdpa load and agree; flash/flex (whose paths our attention does not implement) are refused at
+    load time with transformers' error instead of failing inside the first forward."""
+    model = _build(case).eval()
+    model.save_pretrained(tmp_path)
+    assert not model._supports_flash_attn and not model._supports_flex_attn
+    assert not model._supports_attention_backend
+    inputs = _inputs(case, model.config, batch=2)
+    outs = {}
+    for impl in ("eager", "sdpa"):
+        loaded = case.model_cls.from_pretrained(tmp_path, attn_implementation=impl).eval()
+        assert loaded.config._attn_implementation == impl
+        with torch.no_grad():
+            outs[impl] = loaded(**inputs)
+    _assert_outputs_close(outs["eager"], outs["sdpa"], 2)
+    for impl in ("flash_attention_2", "flash_attention_3", "flex_attention"):
+        with pytest.raises(ValueError, match="does not support"):
+            case.model_cls.from_pretrained(tmp_path, attn_implementation=impl)
