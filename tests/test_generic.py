@@ -272,3 +272,24 @@ def test_only_working_attention_implementations_are_advertised(case, tmp_path):
     for impl in ("flash_attention_2", "flash_attention_3", "flex_attention"):
         with pytest.raises(ValueError, match="does not support"):
             case.model_cls.from_pretrained(tmp_path, attn_implementation=impl)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_config_return_dict_false_gives_tuples(case):
+    """As in transformers: `config.return_dict = False` makes forward return the output's tuple; an explicit
+    `return_dict=` argument wins over the config."""
+    model = _build(case).eval()
+    inputs = _inputs(case, model.config, batch=2)
+    with torch.no_grad():
+        ref = model(**inputs)
+        model.config.return_dict = False
+        got = model(**inputs)
+        explicit = model(**inputs, return_dict=True)
+        model.config.return_dict = True
+        forced = model(**inputs, return_dict=False)
+    assert isinstance(ref, transformers.utils.ModelOutput) and isinstance(explicit, transformers.utils.ModelOutput)
+    for out in (got, forced):
+        assert type(out) is tuple and len(out) == len(ref.to_tuple())
+        for a, b in zip(out, ref.to_tuple()):
+            if isinstance(a, torch.Tensor):
+                torch.testing.assert_close(a, b)

@@ -360,7 +360,7 @@ class MAEModel(MAEPreTrainedModel):
         )
         out = MAEModelOutput(last_hidden_state=self.norm(x), mask=mask, ids_restore=ids_restore,
                              hidden_states=hidden_states, attentions=attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 class MAEForPreTraining(MAEPreTrainedModel):
@@ -429,6 +429,7 @@ class MAEForPreTraining(MAEPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
         )
         patch = self.config.patch_size
         grid = (pixel_values.shape[2] // patch, pixel_values.shape[3] // patch)
@@ -438,7 +439,7 @@ class MAEForPreTraining(MAEPreTrainedModel):
         loss = self.loss(pixel_values, logits, encoded.mask)
         out = MAEForPreTrainingOutput(loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
                                       hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, noise: torch.Tensor | None = None, *,

@@ -562,7 +562,7 @@ class SwinModel(SwinPreTrainedModel):
             attentions=attentions if output_attentions else None,
             reshaped_hidden_states=reshaped,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 class SwinForImageClassification(SwinPreTrainedModel):
@@ -583,12 +583,13 @@ class SwinForImageClassification(SwinPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> SwinImageClassifierOutput | tuple:
-        out = self.swin(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        out = self.swin(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                        return_dict=True)
         logits = self.head(out.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         result = SwinImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                            attentions=out.attentions, reshaped_hidden_states=out.reshaped_hidden_states)
-        return result if return_dict is not False else result.to_tuple()
+        return result if (self.config.return_dict if return_dict is None else return_dict) else result.to_tuple()
 
 
 class SwinBackbone(BackboneMixin, SwinPreTrainedModel):
@@ -650,7 +651,7 @@ class SwinBackbone(BackboneMixin, SwinPreTrainedModel):
         hidden_states = tuple(f.permute(0, 3, 1, 2) for f in features) if output_hidden_states else None
         result = BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states,
                                 attentions=attentions if output_attentions else None)
-        return result if return_dict is not False else result.to_tuple()
+        return result if (self.config.return_dict if return_dict is None else return_dict) else result.to_tuple()
 
 
 __all__ = ["SwinModel", "SwinForImageClassification", "SwinBackbone", "SwinPreTrainedModel",

@@ -220,7 +220,7 @@ class ViTModel(ViTPreTrainedModel):
         out = BaseModelOutputWithPooling(
             last_hidden_state=x, pooler_output=self.pool(x), hidden_states=hidden_states, attentions=attentions
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 class ViTForImageClassification(ViTPreTrainedModel):
@@ -254,10 +254,11 @@ class ViTForImageClassification(ViTPreTrainedModel):
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
             pooled_only=True,
+            return_dict=True,
         )
         logits = self.classifier(self.head_norm(out.pooler_output))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         result = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if return_dict is not False else result.to_tuple()
+        return result if (self.config.return_dict if return_dict is None else return_dict) else result.to_tuple()
