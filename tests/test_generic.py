@@ -293,3 +293,24 @@ def test_config_return_dict_false_gives_tuples(case):
         for a, b in zip(out, ref.to_tuple()):
             if isinstance(a, torch.Tensor):
                 torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_input_embeddings_and_adapter_style_training_with_reentrant_checkpointing(case):
+    """get_input_embeddings() is the patch embedding; with everything frozen but the attention projections (what
+    LoRA trains) and reentrant gradient checkpointing, enable_input_require_grads() makes those train."""
+    model = _build(case).train()
+    embed = model.get_input_embeddings()
+    assert embed is model.base_model.get_input_embeddings()
+    assert any(embed is m for name, m in model.named_modules() if name.endswith("patch_embed"))
+    trainable = {name for name, p in model.named_parameters() if ".attn." in name}
+    assert trainable
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+    model.enable_input_require_grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    out = model(**_inputs(case, model.config, batch=2))
+    scalar = sum(t.float().pow(2).mean() for t in _batched_tensors(out, 2).values() if t.requires_grad)
+    scalar.backward()
+    missing = sorted(n for n, p in model.named_parameters() if n in trainable and (p.grad is None or not p.grad.any()))
+    assert not missing, missing

@@ -206,7 +206,7 @@ class MAEEmbeddings(nn.Module):
                               interpolate=interpolate)
         ids_keep, mask, ids_restore = masking_from_scores(scores, num_keep)
         # (L + 1, C) position table rows of the kept patches -> (B, keep, C)
-        x = self.patch_embed.embed_patches(pixel_values, ids_keep) + pos[0, 1:][ids_keep]
+        x = self.patch_embed(pixel_values, index=ids_keep) + pos[0, 1:][ids_keep]
         return x, mask.to(x.dtype), ids_restore, pos
 
 
@@ -326,6 +326,10 @@ class MAEModel(MAEPreTrainedModel):
         self.encoder = vit_encoder(config)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (also for the kept patches only); hooks on it see every input."""
+        return self.embeddings.patch_embed
 
     def forward(
         self,

@@ -497,6 +497,10 @@ class SwinModel(SwinPreTrainedModel):
         self.window_cache = WindowCache()
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding; hooks on it (e.g. `enable_input_require_grads`) see every input."""
+        return self.patch_embed
+
     def position_embedding_for(self, grid: tuple[int, int]) -> torch.Tensor | None:
         """(1, H'*W', C) for an input grid: the table itself, or a bicubic resample for another grid (per call)."""
         pos = self.absolute_pos_embed

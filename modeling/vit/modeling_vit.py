@@ -171,6 +171,10 @@ class ViTModel(ViTPreTrainedModel):
         )
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (the hybrid's: its ResNet stem and projection); hooks on it see every input."""
+        return self.embeddings.patch_embed
+
     @staticmethod
     def make_patch_embed(config: ViTConfig) -> nn.Module:
         return PatchEmbed(config.num_channels, config.hidden_size, config.patch_size)
