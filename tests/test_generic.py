@@ -314,3 +314,28 @@ def test_input_embeddings_and_adapter_style_training_with_reentrant_checkpointin
     scalar.backward()
     missing = sorted(n for n, p in model.named_parameters() if n in trainable and (p.grad is None or not p.grad.any()))
     assert not missing, missing
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_half_precision_loading_and_casting(case, tmp_path):
+    """from_pretrained(dtype=bf16 | fp16) and model.to(bf16) run every family (fixed sin-cos tables follow the
+    weights' dtype) and stay near the fp32 outputs."""
+    model = _build(case).eval()
+    model.save_pretrained(tmp_path)
+    inputs = _inputs(case, model.config, batch=2)
+    with torch.no_grad():
+        ref = model(**inputs)
+    loaded = [(dtype, case.model_cls.from_pretrained(tmp_path, dtype=dtype).eval())
+              for dtype in (torch.bfloat16, torch.float16)]
+    loaded.append((torch.bfloat16, model.to(torch.bfloat16)))
+    for dtype, half in loaded:
+        assert all(p.dtype == dtype for p in half.parameters())
+        with torch.no_grad():
+            out = half(**{k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()})
+        got, want = _batched_tensors(out, 2), _batched_tensors(ref, 2)
+        assert got.keys() == want.keys()
+        for key in got:
+            if want[key].is_floating_point():
+                assert got[key].dtype == dtype, key
+                torch.testing.assert_close(got[key].float(), want[key], atol=0.15, rtol=0.1,
+                                           msg=lambda m: f"{dtype} {key}: {m}")

@@ -191,7 +191,7 @@ class MAEEmbeddings(nn.Module):
             x = self.patch_embed(pixel_values)
             b, c, gh, gw = x.shape
             pos = _position_table(self.position_embeddings, self.dim, self.grid_size, (gh, gw), self._pos_cache,
-                                  interpolate=interpolate_pos_encoding)
+                                  interpolate=interpolate_pos_encoding).to(x.dtype)
             # (B, C, gh, gw) -> (B, L, C)
             x = x.flatten(2).transpose(1, 2) + pos[:, 1:]
             _, mask, ids_restore = masking_from_scores(scores, num_keep, x.dtype)
@@ -202,8 +202,9 @@ class MAEEmbeddings(nn.Module):
     def _embed_kept(self, pixel_values: torch.Tensor, scores: torch.Tensor, num_keep: int, interpolate: bool):
         """The paper's design: the encoder never sees the removed patches, so only the kept ones are projected."""
         grid = self.patch_embed.grid(*pixel_values.shape[-2:])
+        # the fixed table follows the weights' dtype (it may stay fp32 under from_pretrained(dtype=...))
         pos = _position_table(self.position_embeddings, self.dim, self.grid_size, grid, self._pos_cache,
-                              interpolate=interpolate)
+                              interpolate=interpolate).to(self.cls_token.dtype)
         ids_keep, mask, ids_restore = masking_from_scores(scores, num_keep)
         # (L + 1, C) position table rows of the kept patches -> (B, keep, C)
         x = self.patch_embed(pixel_values, index=ids_keep) + pos[0, 1:][ids_keep]
@@ -247,7 +248,7 @@ class MAEDecoder(Encoder):
             tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).expand(-1, -1, d))
             x = torch.cat([x[:, :1], tokens], dim=1)
         x = x + _position_table(self.position_embeddings, self.dim, self.grid_size, tuple(grid_size),
-                                self._pos_cache, interpolate=interpolate_pos_encoding)
+                                self._pos_cache, interpolate=interpolate_pos_encoding).to(x.dtype)
         x, _, _ = super().forward(x, attn_implementation=attn_implementation)
         return self.pred(self.norm(x[:, 1:]))
 

@@ -74,7 +74,7 @@ class ViTEmbeddings(nn.Module):
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
         pos = self.position_embedding_for((gh, gw), interpolate=interpolate_pos_encoding)
         if pos is not None:
-            x = x + pos
+            x = x + pos.to(x.dtype)  # a fixed sin-cos buffer may stay fp32 under from_pretrained(dtype=...)
         return self.dropout(x)
 
 
