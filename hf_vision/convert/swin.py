@@ -125,9 +125,9 @@ def timm_config(model: nn.Module, **overrides: Any) -> SwinConfig:
 
 
 def timm_key(key: str) -> str | None:
-    """timm state-dict key -> ours (under `swin.`, head at the top); None to drop."""
+    """timm state-dict key -> ours (under `swin.`, the classifier at the top); None to drop."""
     if key.startswith("head.fc."):
-        return "head." + key[len("head.fc."):]
+        return "classifier." + key[len("head.fc."):]
     match = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", key)
     if match:
         return f"swin.layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}"
@@ -190,7 +190,6 @@ _TRANSFORMERS_RENAMES = [
     (r"\.attention\.relative_position_bias\.relative_position_bias_table$", ".attn.relative_position_bias_table"),
     (r"\.attention\.o_proj\.", ".attn.proj."),
     (r"^(swin\.)?layernorm\.", r"\1norm."),
-    (r"^classifier\.", "head."),
 ]
 
 
@@ -234,13 +233,13 @@ def from_transformers_swin(model: nn.Module, **overrides: Any) -> nn.Module:
 
 # ---------------------------------------------------------------- Microsoft's release
 def official_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig) -> dict[str, torch.Tensor]:
-    """Microsoft's keys (already ours) under `swin.`, head on top; shape-only buffers dropped; tables of clamped
-    stages embedded, tables of another window size resized."""
+    """Microsoft's keys (already ours) under `swin.`, their `head` as our `classifier`; shape-only buffers
+    dropped; tables of clamped stages embedded, tables of another window size resized."""
     out = {}
     for key, value in state_dict.items():
         if key.endswith(("relative_position_index", "attn_mask")):
             continue
-        out[key if key.startswith("head.") else "swin." + key] = value
+        out["classifier." + key[len("head."):] if key.startswith("head.") else "swin." + key] = value
     saved_windows = []
     for i in range(len(config.depths)):
         table = out.get(f"swin.layers.{i}.blocks.0.attn.{_TABLE}")

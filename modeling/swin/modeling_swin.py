@@ -431,9 +431,13 @@ class SwinPreTrainedModel(HFVisionPreTrainedModel):
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Fit a checkpoint saved at another image_size / window_size (224 / 7 -> 384 / 12 fine-tuning):
         bicubically resize relative-position bias tables and absolute position embeddings; drop the
-        official release's shape-only buffers."""
+        official release's shape-only buffers; rename the classifier of checkpoints saved before it was called
+        `classifier` (`head.weight`, `head.bias`)."""
         for key in [k for k in state_dict if k.endswith(("relative_position_index", "attn_mask"))]:
             del state_dict[key]
+        for name in ("weight", "bias"):
+            if f"head.{name}" in state_dict and f"classifier.{name}" not in state_dict:
+                state_dict[f"classifier.{name}"] = state_dict.pop(f"head.{name}")
         own = self.state_dict()
         for key, saved in list(state_dict.items()):
             target = own.get(key)
@@ -575,7 +579,9 @@ class SwinForImageClassification(SwinPreTrainedModel):
     def __init__(self, config: SwinConfig) -> None:
         super().__init__(config)
         self.swin = SwinModel(config)
-        self.head = nn.Linear(self.swin.num_features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        # `classifier` as in every family and transformers (checkpoints saved before the rename say `head`)
+        self.classifier = (nn.Linear(self.swin.num_features, config.num_labels) if config.num_labels > 0
+                           else nn.Identity())
         self.post_init()
 
     def forward(
@@ -589,7 +595,7 @@ class SwinForImageClassification(SwinPreTrainedModel):
     ) -> SwinImageClassifierOutput | tuple:
         out = self.swin(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                         return_dict=True)
-        logits = self.head(out.pooler_output)
+        logits = self.classifier(out.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         result = SwinImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                            attentions=out.attentions, reshaped_hidden_states=out.reshaped_hidden_states)
