@@ -339,3 +339,22 @@ def test_half_precision_loading_and_casting(case, tmp_path):
                 assert got[key].dtype == dtype, key
                 torch.testing.assert_close(got[key].float(), want[key], atol=0.15, rtol=0.1,
                                            msg=lambda m: f"{dtype} {key}: {m}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_returned_hidden_states_and_attentions_get_gradients(case):
+    """Gradient-based attribution: retain_grad() on every returned hidden state and attention map, then backward,
+    gives each a gradient (they are the tensors the graph used, not views made afterwards)."""
+    model = _build(case).eval()
+    out = model(**_inputs(case, model.config, batch=2), output_hidden_states=True, output_attentions=True)
+    returned = {f"{key}.{i}": t for key in ("hidden_states", "reshaped_hidden_states", "attentions")
+                for i, t in enumerate(out.get(key) or ()) if t is not None}
+    assert returned
+    for t in returned.values():
+        t.retain_grad()
+    main = out.logits if "logits" in out else (out.feature_maps[-1] if "feature_maps" in out else out[0])
+    main.float().pow(2).sum().backward()
+    # the last block's attention of a classifier that reads only its class token may be partly unused: any
+    # gradient at all counts; a view made after use would have grad None
+    missing = sorted(k for k, t in returned.items() if t.grad is None)
+    assert not missing, missing
