@@ -1,19 +1,30 @@
-"""Speed and memory of our models against timm's and transformers' equivalents, in one process.
+"""Speed of our models, plain and CPU-optimized, against timm's and transformers' equivalents, in one process.
 
-Run it through the thin CLI: `python scripts/benchmark.py --preset vit-base-patch16-224 --threads 2`.
+Run it through the thin CLI: `python scripts/benchmark.py --preset all --threads 2` (CPU) or
+`scripts/benchmark_gpu.sh` (the four suites in bf16 on a CUDA GPU, eager and compiled).
 
 What is measured, per contender and per mode, after `warmup` untimed steps:
 - inference: img/s of a forward pass under `torch.inference_mode()` in eval mode;
 - train: img/s of one optimisation step (forward, loss, backward, AdamW step, zero_grad) in train mode;
+- GFLOPs per image, counted once per contender by `torch.utils.flop_counter.FlopCounterMode` on a small batch
+  (forward for inference, forward + backward for train; the optimizer's elementwise update is not counted),
+  and MFU: achieved FLOP/s (median img/s x FLOPs per image) over a measured GEMM peak: the best of `torch.mm`
+  on an (n, n) @ (n, n) product in the run's compute dtype at the run's thread count, and for fp32 on CPU also
+  the oneDNN product that `optimize_for_cpu` uses (MKL's sgemm is slow on some CPUs). flop_counter registers no
+  formula for PyTorch's CPU flash-attention kernel; torch's own attention formula is registered for it here;
 - peak memory of one extra, untimed step: on CUDA `torch.cuda.max_memory_allocated` minus what was allocated
   before the step; on CPU the peak resident-set size (sampled from /proc every 0.5 ms, after returning freed
   heap to the OS with `malloc_trim`) minus the resident size before the step.
-Contenders run interleaved repeat by repeat (the order rotates each repeat) so a noisy shared machine slows
-them alike; the table reports medians with the min-max spread, and `ours/<reference>` ratios of the medians
-(> 1 means we are faster). Beside wall-clock img/s it reports images per second of the process's CPU time
-(img/cpu-s), which other programs sharing the cores disturb much less.
+Our models run in two variants (`Settings.variants`): "plain" (the model as defined; the row "ours") and
+"optimized" (a deep copy after `hf_vision.optimize_for_cpu`, CPU only; the row "ours opt"). Precision: `dtype`
+("fp32" or "bf16" weights and inputs) or `autocast=True` (fp32 weights, bf16 compute under `torch.autocast`).
+`compile=True` wraps every contender with `nn.Module.compile` after counting FLOPs; the warm-up absorbs the
+compilation. Contenders run interleaved repeat by repeat (the order rotates each repeat) so a noisy shared
+machine slows them alike; the table reports medians with the min-max spread, and `ours/<reference>` ratios of
+the medians for each variant (> 1 means we are faster). Beside wall-clock img/s it reports images per second
+of the process's CPU time (img/cpu-s), which other programs sharing the cores disturb much less.
 
-Adding a suite (e.g. MAE or Swin) takes one function:
+Adding a suite takes one function:
 
     @register_suite("mae-vit-base-patch16")
     def _mae_suite(config_overrides, references):
@@ -21,14 +32,16 @@ Adding a suite (e.g. MAE or Swin) takes one function:
         contenders = {"ours": Contender(MAEForPreTraining(config), "hf_mae")}
         if "transformers" in references:
             contenders["transformers"] = Contender(transformers.ViTMAEForPreTraining(...), "hf_mae")
-        contenders["ours ViT-B/16"] = Contender(ViTForImageClassification(...), "hf_classify")
+        contenders["ours ViT"] = Contender(ViTForImageClassification(...), "hf_classify")
         return contenders
 
-The first key must be "ours"; every other contender gets a ratio `ours/<name>`, so a non-reference entry
-such as "ours ViT-B/16" yields the ratio of the MAE step to our ViT step. A contender whose reference has no
-faithful equivalent is given as `Unavailable("why")` and shows up as N/A. The step kind names how inputs are
-built and the loss is taken (`STEP_KINDS`: "hf_classify", "timm_classify", "hf_features", "timm_features",
-"hf_mae"); add a `StepKind` there for a new calling convention.
+The first key must be "ours"; every contender named "ours ..." is ours too (it gets the optimized variant),
+every other one is a reference with a ratio `ours/<name>`. Another of ours such as "ours ViT" yields the
+step-time ratio `ours/ours ViT` (MAE's step over ViT's, with issue #11's bound in `STEP_TIME_TARGETS`). A
+contender whose reference has no faithful equivalent is given as `Unavailable("why")` and shows up as N/A. The
+step kind names how inputs are built and the loss is taken (`STEP_KINDS`: "hf_classify", "timm_classify",
+"hf_features", "timm_features", "hf_mae"); add a `StepKind` there for a new calling convention. (Compiling
+wraps `forward` only: a step kind that calls another method, like "timm_features", runs that one eagerly.)
 """
 from __future__ import annotations
 
