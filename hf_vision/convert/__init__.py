@@ -93,11 +93,13 @@ def fill_strictly(
     source_of: Callable[[str], KeySource],
     *,
     adapt: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    leave: Callable[[str], bool] | None = None,
 ) -> nn.Module:
     """Load every tensor of `target` (another library's model) from `ours`, strictly, and return it in eval mode.
 
     `source_of(target_key)` is a family's forward key map read backwards (see KeySource); `adapt(key, ours,
-    target)` may reshape a tensor whose layout differs (e.g. a smaller Swin bias table). A target tensor without
+    target)` may reshape a tensor whose layout differs (e.g. a smaller Swin bias table); `leave(our_key)` marks
+    tensors of ours the target deliberately has no place for (MAE's decoder in a timm ViT). A target tensor without
     a source, one of our tensors left unused, or a shape mismatch raises ValueError: nothing is dropped silently.
     """
     # our non-persistent buffers (e.g. a fixed sin-cos table) may fill a learned parameter on the other side
@@ -121,7 +123,7 @@ def fill_strictly(
             raise ValueError(f"{key}: our {name} has shape {tuple(tensor.shape)}, {type(target).__name__} expects "
                              f"{tuple(value.shape)}")
         state[key] = tensor.detach().to(value.dtype).clone()
-    unused = sorted(persistent - used)
+    unused = sorted(k for k in persistent - used if leave is None or not leave(k))
     if unplaced or unused:
         raise ValueError(f"conversion of {type(ours).__name__} to {type(target).__name__}: target tensors without a "
                          f"source {unplaced}, our tensors left unused {unused}")
