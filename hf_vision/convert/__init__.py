@@ -87,6 +87,22 @@ def assemble(
     return out, unplaced
 
 
+def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
+    """Put our preprocessing into a timm model's `pretrained_cfg` (what timm's data config and Hub config read):
+    input size, mean/std, and our evaluation transform's resize-and-crop (bicubic, crop_pct). The architecture's
+    structural entries stay; those describing timm's released weights (hub id, tag, license, ...) go."""
+    from ..data.transforms import PreprocessSpec
+
+    size = config.image_size
+    height, width = (size, size) if isinstance(size, int) else size
+    structural = ("architecture", "fixed_input_size", "pool_size", "first_conv", "classifier", "custom_load")
+    target.pretrained_cfg = {
+        **{k: v for k, v in target.pretrained_cfg.items() if k in structural}, "input_size": (config.num_channels, height, width), "mean": tuple(config.image_mean),
+        "std": tuple(config.image_std), "interpolation": "bicubic", "crop_pct": PreprocessSpec.crop_pct,
+        "crop_mode": "center", "num_classes": target.num_classes,
+    }
+
+
 def fill_strictly(
     target: nn.Module,
     ours: nn.Module,

@@ -18,10 +18,18 @@ from torch import nn
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
 from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
 
-from hf_vision.modeling.config_checks import pair
 from hf_vision.modeling.vit.configuration_vit import ViTConfig
 
-from . import OFFICIAL_LOADERS, TO_TIMM, TO_TRANSFORMERS, TRANSFORMERS_CONVERTERS, KeySource, assemble, fill_strictly
+from . import (
+    OFFICIAL_LOADERS,
+    TO_TIMM,
+    TO_TRANSFORMERS,
+    TRANSFORMERS_CONVERTERS,
+    KeySource,
+    assemble,
+    fill_strictly,
+    timm_pretrained_cfg,
+)
 from ..presets import get_config
 from .vit import timm_vit_args, timm_vit_key, transformers_vit_key
 
@@ -189,8 +197,7 @@ def to_timm(model: nn.Module, *, global_pool: str = "avg") -> nn.Module:
     _refuse_masking_variants(config, "timm's ViT")
     arch, args = timm_encoder_args(config, global_pool=global_pool)
     target = timm.create_model(arch, pretrained=False, **args)
-    target.pretrained_cfg = {**target.pretrained_cfg, "mean": tuple(config.image_mean), "std": tuple(config.image_std),
-                             "input_size": (config.num_channels, *pair(config.image_size)), "num_classes": 0}
+    timm_pretrained_cfg(target, config)
     prefix = "vit." if isinstance(model, MAEForPreTraining) else ""
 
     def source_of(key: str) -> KeySource:

@@ -39,6 +39,7 @@ from . import (
     KeySource,
     assemble,
     fill_strictly,
+    timm_pretrained_cfg,
 )
 
 _TABLE = "relative_position_bias_table"
@@ -344,9 +345,7 @@ def to_timm_swin(model: nn.Module) -> nn.Module:
     config = model.config
     arch, args = timm_swin_args(config, num_classes=config.num_labels if classifier else 0)
     target = timm.create_model(arch, pretrained=False, **args)
-    height, width = pair(config.image_size)
-    target.pretrained_cfg = {**target.pretrained_cfg, "mean": tuple(config.image_mean), "std": tuple(config.image_std),
-                             "input_size": (config.num_channels, height, width), "num_classes": target.num_classes}
+    timm_pretrained_cfg(target, config)
 
     def source_of(key: str) -> KeySource:
         if key.endswith(_SHAPE_ONLY):

@@ -36,6 +36,7 @@ from . import (
     KeySource,
     assemble,
     fill_strictly,
+    timm_pretrained_cfg,
 )
 from .hybrid import (
     timm_backbone,
@@ -498,9 +499,7 @@ def to_timm_vit(model: nn.Module) -> nn.Module:
     config = model.config
     arch, args = timm_vit_args(config, num_classes=config.num_labels if classifier else 0)
     target = timm.create_model(arch, pretrained=False, **args)
-    height, width = pair(config.image_size)
-    target.pretrained_cfg = {**target.pretrained_cfg, "mean": tuple(config.image_mean), "std": tuple(config.image_std),
-                             "input_size": (config.num_channels, height, width), "num_classes": target.num_classes}
+    timm_pretrained_cfg(target, config)
     prefix = "vit." if classifier else ""
     hybrid = isinstance(config, HybridConfig)
     stem_only = hybrid and not config.backbone_layers
