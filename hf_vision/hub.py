@@ -346,8 +346,10 @@ def export_checkpoint(
 
     timm: model.safetensors + timm's config.json (architecture, model_args, pretrained_cfg with our preprocessing),
     written by timm's `save_for_hf`; load with `timm.create_model("local-dir:<dir>", pretrained=True)` or
-    `timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay=dict(file=<dir>/model.safetensors),
-    **model_args)`. transformers: the transformers model's `save_pretrained` plus our image processor.
+    `timm.create_model(architecture, pretrained=True, **model_args,
+    pretrained_cfg_overlay=dict(pretrained_cfg, file="<dir>/model.safetensors"))` (the file alone leaves timm the
+    architecture's 1000-class cfg, and it drops another head size as "adapted"). transformers: the transformers
+    model's `save_pretrained` plus our image processor.
     """
     if to not in EXPORT_TARGETS[1:]:
         raise ValueError(f"to={to!r} is not supported; accepted: {', '.join(map(repr, EXPORT_TARGETS[1:]))}")

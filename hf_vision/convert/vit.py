@@ -93,6 +93,8 @@ def _is_timm_vit(model: nn.Module) -> bool:
 def _timm_act(act: nn.Module) -> str:
     if isinstance(act, nn.GELU):
         return "gelu" if act.approximate == "none" else "gelu_pytorch_tanh"
+    if type(act).__name__ == "GELUTanh" and type(act).__module__.startswith("timm."):  # act_layer="gelu_tanh"
+        return "gelu_pytorch_tanh"
     raise ValueError(f"timm ViT: MLP activation {type(act).__name__} is not supported (GELU only)")
 
 
