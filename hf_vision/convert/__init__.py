@@ -65,6 +65,18 @@ def to_transformers(model: nn.Module, **kwargs: Any) -> nn.Module:
     return _dispatch(TO_TRANSFORMERS, model, "transformers", **kwargs)
 
 
+def rebase(source: KeySource, old: str, new: str) -> KeySource:
+    """A key map's answer with the prefix `old` of our key replaced by `new` (e.g. "" -> "vit." for the base model
+    inside a classifier); None and KEEP pass through."""
+    if source is None or source == KEEP:
+        return source
+    name = source if isinstance(source, str) else source[0]
+    if not name.startswith(old):
+        raise ValueError(f"{name!r} does not start with {old!r}")
+    name = new + name[len(old):]
+    return name if isinstance(source, str) else (name, *source[1:])
+
+
 def assemble(
     state: dict[str, torch.Tensor], source_of: Callable[[str], KeySource]
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -97,7 +109,8 @@ def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
     height, width = (size, size) if isinstance(size, int) else size
     structural = ("architecture", "fixed_input_size", "pool_size", "first_conv", "classifier", "custom_load")
     target.pretrained_cfg = {
-        **{k: v for k, v in target.pretrained_cfg.items() if k in structural}, "input_size": (config.num_channels, height, width), "mean": tuple(config.image_mean),
+        **{k: v for k, v in target.pretrained_cfg.items() if k in structural},
+        "input_size": (config.num_channels, height, width), "mean": tuple(config.image_mean),
         "std": tuple(config.image_std), "interpolation": "bicubic", "crop_pct": PreprocessSpec.crop_pct,
         "crop_mode": "center", "num_classes": target.num_classes,
     }

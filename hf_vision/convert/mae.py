@@ -17,7 +17,6 @@ from torch import nn
 
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
 from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
-
 from hf_vision.modeling.vit.configuration_vit import ViTConfig
 
 from . import (
@@ -28,6 +27,7 @@ from . import (
     KeySource,
     assemble,
     fill_strictly,
+    rebase,
     timm_pretrained_cfg,
 )
 from ..presets import get_config
@@ -62,19 +62,12 @@ _HF_DECODER = {
 def transformers_mae_key(key: str) -> KeySource:
     """transformers ViTMAE key -> ours (None: no counterpart). The encoder is ViT's map under the same prefix
     ("vit." in the pre-training model, none in ViTMAEModel); decoder layers reuse ViT's layer map."""
-    if key.startswith("decoder.decoder_layers."):
-        source = transformers_vit_key(key[len("decoder.decoder_"):])  # "layers.N...." -> "encoder.blocks.N...."
-        if source is None:
-            return None
-        rename = lambda name: "decoder." + name[len("encoder."):]  # noqa: E731
-        return rename(source) if isinstance(source, str) else (rename(source[0]), *source[1:])
+    if key.startswith("decoder.decoder_layers."):  # "layers.N.*" -> "encoder.blocks.N.*" -> "decoder.blocks.N.*"
+        return rebase(transformers_vit_key(key[len("decoder.decoder_"):]), "encoder.", "decoder.")
     if key.startswith("decoder."):
         return _rename(key, _HF_DECODER)
     prefix = "vit." if key.startswith("vit.") else ""
-    source = transformers_vit_key(key[len(prefix):])
-    if source is None or key.endswith("pooler.dense.weight") or key.endswith("pooler.dense.bias"):
-        return None
-    return prefix + source if isinstance(source, str) else (prefix + source[0], *source[1:])
+    return rebase(transformers_vit_key(key[len(prefix):]), "", prefix)
 
 
 def from_transformers(model: nn.Module) -> MAEForPreTraining | MAEModel:
@@ -201,8 +194,7 @@ def to_timm(model: nn.Module, *, global_pool: str = "avg") -> nn.Module:
     prefix = "vit." if isinstance(model, MAEForPreTraining) else ""
 
     def source_of(key: str) -> KeySource:
-        ours = timm_vit_key(key)
-        return None if ours is None else prefix + ours
+        return rebase(timm_vit_key(key), "", prefix)
 
     return fill_strictly(target, model, source_of, leave=lambda key: key.startswith("decoder."))
 

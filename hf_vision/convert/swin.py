@@ -39,6 +39,7 @@ from . import (
     KeySource,
     assemble,
     fill_strictly,
+    rebase,
     timm_pretrained_cfg,
 )
 
@@ -350,8 +351,7 @@ def to_timm_swin(model: nn.Module) -> nn.Module:
     def source_of(key: str) -> KeySource:
         if key.endswith(_SHAPE_ONLY):
             return KEEP
-        ours = timm_key(key)
-        return ours if classifier or ours is None else ours[len("swin."):]
+        return timm_key(key) if classifier else rebase(timm_key(key), "swin.", "")
 
     def adapt(key: str, tensor: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
         return crop_table(tensor, (math.isqrt(theirs.shape[0]) + 1) // 2) if key.endswith(_TABLE) else tensor

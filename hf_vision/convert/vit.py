@@ -36,6 +36,7 @@ from . import (
     KeySource,
     assemble,
     fill_strictly,
+    rebase,
     timm_pretrained_cfg,
 )
 from .hybrid import (
@@ -509,8 +510,7 @@ def to_timm_vit(model: nn.Module) -> nn.Module:
     def source_of(key: str) -> KeySource:
         if key.startswith("head."):
             return "classifier." + key[len("head."):]
-        ours = timm_vit_key(key, stem_only=stem_only)
-        return None if ours is None else prefix + ours
+        return rebase(timm_vit_key(key, stem_only=stem_only), "", prefix)
 
     def adapt(key: str, tensor: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
         if hybrid and key.startswith("patch_embed.backbone.") and tensor.dim() == 4:  # a standardised conv kernel
@@ -574,11 +574,7 @@ def to_transformers_vit(model: nn.Module) -> nn.Module:
             if not key.startswith("vit."):
                 return None
             key = key[len("vit."):]
-        source = transformers_vit_key(key)
-        prefix = "vit." if classifier else ""
-        if source is None:
-            return None
-        return prefix + source if isinstance(source, str) else (prefix + source[0], *source[1:])
+        return rebase(transformers_vit_key(key), "", "vit." if classifier else "")
 
     return fill_strictly(target, model, source_of)
 
