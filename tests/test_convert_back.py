@@ -107,16 +107,20 @@ def test_hybrid_to_timm_and_back(config):
         _assert_same_state(back, ours)
 
 
-def test_hybrid_to_timm_uses_the_registered_r50_architecture():
-    """A trunk like timm's own R50 (3-4-9, width 64, GroupNorm 32) is timm's `vit_base_r50_s16_224` by name."""
+def test_hybrid_to_timm_uses_the_registered_r50_architecture(tmp_path):
+    """A trunk like timm's own R50 (3-4-9, width 64, GroupNorm 32) is timm's `vit_base_r50_s16_224` by name, so
+    timm's config.json can rebuild it; a custom trunk cannot be named there and writing it is refused."""
     config = tiny_hybrid(backbone_layers=(3, 4, 9), backbone_width=64, backbone_norm_groups=32, backbone_norm_eps=1e-5,
                          backbone_std_style="timm", backbone_std_eps=1e-8, num_hidden_layers=1)
     ours = _randomize(hf_vision.HybridForImageClassification(config))
-    theirs = convert.to_timm(ours)
+    hf_vision.hub.export_checkpoint(ours, tmp_path / "r50", to="timm")
+    theirs = timm.create_model(f"local-dir:{tmp_path / 'r50'}", pretrained=True).eval()
     assert theirs.pretrained_cfg["architecture"] == "vit_base_r50_s16_224"
     x = _images(config, batch=1)
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), ours(x).logits, **TOL)
+    with pytest.raises(ValueError, match="embed_layer"):
+        hf_vision.hub.export_checkpoint(hf_vision.HybridForImageClassification(tiny_hybrid()), tmp_path / "x", to="timm")
 
 
 @pytest.mark.parametrize("overrides, field", [
