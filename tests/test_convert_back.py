@@ -107,15 +107,16 @@ def test_hybrid_to_timm_and_back(config):
         _assert_same_state(back, ours)
 
 
-def test_hybrid_to_timm_uses_the_registered_r50_architecture(tmp_path):
-    """A trunk like timm's own R50 (3-4-9, width 64, GroupNorm 32) is timm's `vit_base_r50_s16_224` by name, so
-    timm's config.json can rebuild it; a custom trunk cannot be named there and writing it is refused."""
-    config = tiny_hybrid(backbone_layers=(3, 4, 9), backbone_width=64, backbone_norm_groups=32, backbone_norm_eps=1e-5,
-                         backbone_std_style="timm", backbone_std_eps=1e-8, num_hidden_layers=1)
+def test_hybrid_to_timm_uses_a_registered_architecture(tmp_path):
+    """A trunk like one of timm's own (here the stem of `vit_tiny_r_s16_p8_224`: width 64, GroupNorm 32, timm's
+    standardisation; R50's 3-4-9 stages map the same way) is named in timm's config.json, which can rebuild it; a
+    custom trunk cannot be named there and writing it is refused."""
+    config = tiny_hybrid(backbone_layers=(), backbone_width=64, backbone_norm_groups=32, backbone_norm_eps=1e-5,
+                         backbone_std_style="timm", backbone_std_eps=1e-8, patch_size=2)
     ours = _randomize(hf_vision.HybridForImageClassification(config))
-    hf_vision.hub.export_checkpoint(ours, tmp_path / "r50", to="timm")
-    theirs = timm.create_model(f"local-dir:{tmp_path / 'r50'}", pretrained=True).eval()
-    assert theirs.pretrained_cfg["architecture"] == "vit_base_r50_s16_224"
+    hf_vision.hub.export_checkpoint(ours, tmp_path / "hybrid", to="timm")
+    theirs = timm.create_model(f"local-dir:{tmp_path / 'hybrid'}", pretrained=True).eval()
+    assert theirs.pretrained_cfg["architecture"] == "vit_tiny_r_s16_p8_224"
     x = _images(config, batch=1)
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), ours(x).logits, **TOL)
