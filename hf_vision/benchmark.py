@@ -795,7 +795,7 @@ def format_table(report: dict[str, Any]) -> str:
             mem = "N/A" if m["peak_mem_mb"] is None else f"{m['peak_mem_mb']:.0f}"
             spread = f"{m['img_s']['min']:.2f}-{m['img_s']['max']:.2f}"
             lines.append(f"{name:<16}{mode:<11}{m['img_s']['median']:>15.2f}{spread:>20}"
-                         f"{m['img_per_cpu_s']['median']:>11.2f}{_num(res['gflops_per_img'].get(mode), '.2f'):>11}"
+                         f"{m['img_per_cpu_s']['median']:>11.2f}{_num(res['gflops_per_img'].get(mode), '.3g'):>11}"
                          f"{_num(m.get('mfu'), '.2f'):>7}{mem:>10}{res['params_m']:>10.2f}")
     for name, reason in report["unavailable"].items():
         lines.append(f"{name:<16}{'-':<11}{'N/A':>15}  ({reason})")
@@ -836,7 +836,7 @@ def format_markdown(reports: list[dict[str, Any]]) -> str:
             img_s = {m: res[m]["img_s"]["median"] for m in MODES if m in res}
             mfu = {m: res[m]["mfu"] for m in MODES if m in res}
             row = [s["preset"], precision, compiled, name, _num(img_s.get("inference"), ".2f"),
-                   _num(img_s.get("train"), ".2f"), pair(res["gflops_per_img"], ".2f"), pair(mfu, ".2f")]
+                   _num(img_s.get("train"), ".2f"), pair(res["gflops_per_img"], ".3g"), pair(mfu, ".2f")]
             for ref in references:
                 row.append(pair(rep["ratios"].get(f"{name}/{ref}"), ".2f") if f"{name}/{ref}" in rep["ratios"] else "")
             lines.append("| " + " | ".join(row) + " |")
