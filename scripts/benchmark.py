@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", default=None,
                    help="our rows, comma-separated among " + ",".join(VARIANTS)
                    + " ('optimized' = hf_vision.optimize_for_cpu); default: both on CPU, plain on CUDA")
-    p.add_argument("--sgemm_linear", action="store_true", help="old name of --variants plain")
+    p.add_argument("--no_optimize_for_cpu", "--sgemm_linear", dest="plain_only", action="store_true",
+                   help="same as --variants plain (--sgemm_linear: its old name)")
     p.add_argument("--compile", default="off", choices=["off", "on", "both"],
                    help="torch.compile every contender (both: an eager run, then a compiled one, per suite)")
     p.add_argument("--compile_backend", default="inductor")
@@ -57,9 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data_size", type=int, default=224, help="--data: output size")
     p.add_argument("--data_long_side", default="400,640", help="--data: range of the JPEGs' longer side (px)")
     args = p.parse_args(argv)
-    if args.sgemm_linear:
+    if args.plain_only:
         if args.variants not in (None, "plain"):
-            p.error("--sgemm_linear means --variants plain; give only one of them")
+            p.error("--no_optimize_for_cpu means --variants plain; give only one of them")
         args.variants = "plain"
     return args
 

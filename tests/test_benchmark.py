@@ -235,13 +235,13 @@ def test_threads_apply_to_the_run_only():
     assert torch.get_num_threads() == before
 
 
-def test_sgemm_linear_is_the_old_name_of_plain():
+def test_plain_only_flags():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from benchmark import parse_args  # scripts/benchmark.py
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    assert parse_args(["--sgemm_linear"]).variants == "plain"
+    assert parse_args(["--sgemm_linear"]).variants == "plain" == parse_args(["--no_optimize_for_cpu"]).variants
     assert parse_args([]).variants is None
 
 
