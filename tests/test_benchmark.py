@@ -157,12 +157,13 @@ def test_compiled_and_eager_through_one_call():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
-def test_cuda_without_a_gpu_fails_clearly():
+def test_cuda_without_a_gpu_fails_clearly(tmp_path):
     with pytest.raises(benchmark.DeviceUnavailable, match=r"torch.cuda.is_available\(\) is False"):
         benchmark.run_benchmark(_tiny(device="cuda", variants=("plain",)))
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "benchmark_gpu.sh"), "out"], capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "benchmark_gpu.sh"), str(tmp_path / "out")], capture_output=True, text=True,
                           cwd=ROOT, timeout=120, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
     assert proc.returncode != 0 and "torch.cuda.is_available() is False" in proc.stdout + proc.stderr
+    assert "is_available() is False" in (tmp_path / "out.log").read_text()
 
 
 def test_variants_and_presets_are_checked():
