@@ -262,3 +262,47 @@ def test_two_process_resume_with_workers_is_exact(tmp_path):
     assert _logged_losses(cut / "checkpoint-4") == _logged_losses(full / "checkpoint-4")
     a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def run_fault_injection(script: str, tag: str, args: list[str], work: Path) -> dict:
+    """tests/fault_injection.py: a reference run, then per file operation of the `tag` save a killed run resumed
+    with `--resume_from_checkpoint latest` (one subprocess; the runs are forked from it)."""
+    cmd = [sys.executable, str(ROOT / "tests" / "fault_injection.py"), str(ROOT / "scripts" / script), str(work), tag,
+           "--", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((work / "results.json").read_text())
+    assert results["reference"] == 0, result.stderr[-3000:]
+    return results
+
+
+@pytest.mark.slow
+def test_kill_at_every_file_of_a_checkpoint_write_and_mid_rotation_resumes_exactly(tmp_path):
+    """A kill before each file of checkpoint-4 (weights, model sources, optimizer, scheduler, RNG, trainer state,
+    data position, completion mark) and in the middle of rotating checkpoint-2 out: `latest` picks a complete
+    checkpoint and the resumed run ends with the reference run's losses and weights, bitwise."""
+    args = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "1",
+            "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2", "--recipe", "mae",
+            "--learning_rate", "0.01", "--logging_steps", "1", "--shuffle_buffer", "32", "--max_eval_samples", "8",
+            "--config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"]
+    results = run_fault_injection("finetune.py", "checkpoint-4", args, tmp_path)
+    events = [p["event"] for p in results["points"]]
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+                 "data_state_rank0.json", "checkpoint_complete.json", "rename checkpoint-2", "(deleting)"):
+        assert any(name in e for e in events), (name, events)  # the kill points cover the whole save
+    ref = tmp_path / "ref"
+    ref_weights, ref_losses = load_file(ref / "model.safetensors"), _logged_losses(ref / "checkpoint-4")
+    assert [s for s, _ in ref_losses] == [1, 2, 3, 4]
+    failures = []
+    for point in results["points"]:
+        out = tmp_path / f"kill-{point['index']}"
+        if point["killed"] != 137 or point["resumed"] != 0:
+            failures.append(f"{point}: not killed there, or the resume failed")
+            continue
+        weights = load_file(out / "model.safetensors")
+        same = weights.keys() == ref_weights.keys() and all(torch.equal(weights[k], ref_weights[k]) for k in weights)
+        debris = [p.name for p in out.iterdir() if p.name.startswith(".")]
+        if not same or _logged_losses(out / "checkpoint-4") != ref_losses or debris:
+            failures.append(f"{point['event']}: weights equal {same}, debris {debris}")
+    assert not failures, "\n".join(failures)

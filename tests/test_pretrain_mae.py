@@ -12,6 +12,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import hf_vision
@@ -160,3 +161,35 @@ def test_two_process_cpu_run_sees_disjoint_data(tmp_path):
     assert {p.name for p in (out / "checkpoints" / "step_00000003").glob("data_state_rank*.json")} == {
         "data_state_rank0.json", "data_state_rank1.json"}
     assert type(hf_vision.MAEForPreTraining.from_pretrained(out)) is hf_vision.MAEForPreTraining
+
+
+@pytest.mark.slow
+def test_kill_at_every_file_of_a_checkpoint_write_and_mid_rotation_resumes_exactly(tmp_path):
+    """A kill before each file operation of saving step 4 (Accelerate's state files, data position, trainer state,
+    the rename into place) and in the middle of rotating step 2 out; resumed with `latest`: the reference run's
+    losses and weights, bitwise."""
+    from safetensors.torch import load_file
+
+    from tests.test_finetune import run_fault_injection
+
+    args = ["--max_steps", "4", "--checkpointing_steps", "2", "--checkpoints_total_limit", "1", *BASE,
+            "--num_reconstructions", "1"]
+    results = run_fault_injection("pretrain_mae.py", "step_00000004", args, tmp_path)
+    events = [p["event"] for p in results["points"]]
+    for name in ("model.safetensors", "optimizer", "data_state_rank0.json", "trainer_state.json",
+                 "rename checkpoints/.tmp-step_00000004", "rename checkpoints/step_00000002", "(deleting)"):
+        assert any(name in e for e in events), (name, events)  # the kill points cover the whole save
+    ref_weights, ref_losses = load_file(tmp_path / "ref" / "model.safetensors"), _losses(tmp_path / "ref")
+    assert len(ref_losses) == 4
+    failures = []
+    for point in results["points"]:
+        out = tmp_path / f"kill-{point['index']}"
+        if point["killed"] != 137 or point["resumed"] != 0:
+            failures.append(f"{point}: not killed there, or the resume failed")
+            continue
+        weights = load_file(out / "model.safetensors")
+        same = weights.keys() == ref_weights.keys() and all(torch.equal(weights[k], ref_weights[k]) for k in weights)
+        debris = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+        if not same or _losses(out) != ref_losses or debris:
+            failures.append(f"{point['event']}: weights equal {same}, debris {debris}")
+    assert not failures, "\n".join(failures)

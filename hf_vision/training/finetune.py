@@ -521,13 +521,24 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     )
     logger.info("fine-tuning %s: %d trainable parameters, %d steps, recipe %s", type(model).__name__, trainable,
                 training_args.max_steps, recipe)
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    if train_loader.bad_images:
-        logger.warning("rank %d: %s", rank, train_loader.report())
-    metrics = dict(train_result.metrics)
+    if checkpoint is not None and saved_state["global_step"] >= training_args.max_steps:
+        # The run was killed after its last checkpoint: nothing is left to train, and the Trainer would still take
+        # one more step. Finish from the checkpoint's weights.
+        from safetensors.torch import load_file
+
+        logger.warning("%s is at max_steps=%d: nothing left to train; saving and evaluating its weights",
+                       checkpoint, training_args.max_steps)
+        model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
+        metrics = {}
+    else:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        if train_loader.bad_images:
+            logger.warning("rank %d: %s", rank, train_loader.report())
+        metrics = dict(train_result.metrics)
     trainer.save_model()
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
+    if metrics:
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
     if eval_stream is not None:
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
