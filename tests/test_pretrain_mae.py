@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -143,14 +142,17 @@ def test_checkpoint_listing_ignores_partial_writes(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_cpu_run_sees_disjoint_data(tmp_path):
-    """A real 2-rank gloo run: `torchrun --nproc_per_node 2` (accelerate launch --cpu would start only one)."""
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    """A real 2-rank gloo run as a user types it: `torchrun --nproc_per_node 2`, no --cpu (CPU mode is the default
+    without an accelerator; accelerate launch --cpu would start only one process)."""
     out = tmp_path / "ddp"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(ROOT / "scripts" / "pretrain_mae.py"), "--cpu",
-           "--output_dir", str(out), "--max_steps", "3", "--checkpointing_steps", "2", "--log_example_keys", *BASE]
+    # `python -m torch.distributed.run` is torchrun run by this interpreter (a venv may lack its own torchrun).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "scripts" / "pretrain_mae.py"), "--output_dir", str(out), "--max_steps", "3",
+           "--checkpointing_steps", "2", "--log_example_keys", *BASE]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('"final_loss"') == 1, result.stdout[-2000:]  # the summary: main process only
     keys = [(out / f"example_keys_rank{r}.txt").read_text().split() for r in range(2)]
     assert len(keys[0]) == len(keys[1]) == 3 * 16  # equal steps on both ranks
     assert not set(keys[0]) & set(keys[1])  # disjoint shards of the data
@@ -193,3 +195,21 @@ def test_kill_at_every_file_of_a_checkpoint_write_and_mid_rotation_resumes_exact
         if not same or _losses(out) != ref_losses or debris:
             failures.append(f"{point['event']}: weights equal {same}, debris {debris}")
     assert not failures, "\n".join(failures)
+
+
+def test_latest_without_checkpoint_starts_fresh_and_guards_max_steps_and_output_dir(tmp_path, caplog):
+    """`latest` with nothing saved yet starts from step 0 (saying so); a non-empty --output_dir needs resuming or
+    --overwrite_output_dir; a changed --max_steps on resume is refused; epochs are those consumed."""
+    out, script = tmp_path / "run", _script()
+    args = ["--output_dir", str(out), "--max_steps", "2", "--checkpointing_steps", "1", *BASE]
+    with caplog.at_level("WARNING", logger="hf_vision.training"):
+        script.main([*args, "--stop_after_steps", "1", "--resume_from_checkpoint", "latest"])
+    assert "starting from step 0" in caplog.text
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [pytest.approx(16 / 1438)]  # 16 of the 1,438 training digits
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        script.main(args)
+    with pytest.raises(ValueError, match="max_steps=2"):
+        script.main([*args, "--max_steps", "3", "--resume_from_checkpoint", "latest"])
+    script.main([*args, "--checkpointing_steps", "2", "--overwrite_output_dir"])
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]  # the earlier run's step 1 is gone

@@ -67,6 +67,9 @@ TRAINING_DEFAULTS = dict(
     learning_rate=2e-3, weight_decay=0.05, lr_scheduler_type="cosine", warmup_steps=0.1, num_train_epochs=15,
     logging_steps=20, save_strategy="no", eval_strategy="no", report_to="none", remove_unused_columns=False,
     label_names=["labels"], adam_beta2=0.999, dataloader_num_workers=0,
+    # Every parameter that trains takes part in every forward (frozen ones are not DDP's); the Trainer's default
+    # (True) costs an extra graph traversal and prints a warning on every rank.
+    ddp_find_unused_parameters=False,
 )
 DATA_STATE = "data_state_rank{rank}.json"  # one rank's data position, inside each Trainer checkpoint
 

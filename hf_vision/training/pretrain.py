@@ -69,7 +69,8 @@ class PretrainArguments:
     weight_decay: float = 0.05
     warmup_steps: float = field(default=0.05, metadata={"help": "Steps, or a fraction (< 1) of max_steps."})
     max_grad_norm: float | None = field(default=None, metadata={"help": "Clip the gradient norm (off: MAE)."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16."})
+    mixed_precision: str | None = field(default=None, metadata={
+        "help": "no, bf16 or fp16 (default: accelerate launch's --mixed_precision, else no)."})
     checkpointing_steps: int = field(default=0, metadata={"help": "Save every N steps (0: only at the end)."})
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint path, or 'latest'."})
@@ -269,6 +270,10 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
             f"launched as {launched} processes, but Accelerate formed a group of {accelerator.num_processes}: each "
             "would train alone and all would write the same --output_dir. Pass --cpu so that the processes train "
             "together on CPU (gloo), or launch them where every process sees its own accelerator")
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if accelerator.is_main_process and args.mixed_precision and launcher_precision not in (None, args.mixed_precision):
+        logger.warning("mixed precision: %s (--mixed_precision), not accelerate launch's %r (its banner reports the "
+                       "launcher's setting)", accelerator.mixed_precision, launcher_precision)
     accelerator.wait_for_everyone()  # every rank has looked at --output_dir before the main process writes
     if accelerator.is_main_process and args.overwrite_output_dir and not args.resume_from_checkpoint:
         for old in list_checkpoints(output_dir):
@@ -306,7 +311,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
-    resolved = {**asdict(args), "max_steps": max_steps, "learning_rate": lr, "effective_batch_size": effective_batch,
+    resolved = {**asdict(args), "mixed_precision": accelerator.mixed_precision, "max_steps": max_steps, "learning_rate": lr, "effective_batch_size": effective_batch,
                 "warmup_steps": warmup, "world_size": world, "model_config": raw_model.config.to_diff_dict()}
     step = 0
     resume = args.resume_from_checkpoint
