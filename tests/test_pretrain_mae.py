@@ -213,3 +213,13 @@ def test_latest_without_checkpoint_starts_fresh_and_guards_max_steps_and_output_
         script.main([*args, "--max_steps", "3", "--resume_from_checkpoint", "latest"])
     script.main([*args, "--checkpointing_steps", "2", "--overwrite_output_dir"])
     assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]  # the earlier run's step 1 is gone
+
+
+def test_several_processes_with_world_size_one_are_refused(tmp_path, monkeypatch):
+    """Launched as 2 processes, but Accelerate forms no group (here: an accelerator that does not join them):
+    refused before anything is written, naming the fix."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    with pytest.raises(RuntimeError, match="launched as 2 processes.*--cpu"):
+        _script().main(["--output_dir", str(tmp_path / "run"), "--max_steps", "1", *BASE])
+    assert not (tmp_path / "run").exists()
