@@ -22,6 +22,12 @@ Exact resume: each checkpoint also holds every rank's data position (`data_state
 `--resume_from_checkpoint` the loader continues from it and the Trainer's own fast-forward (which would re-read and
 re-augment every consumed batch) is switched off. Together with the Trainer's model, optimizer, scheduler and RNG
 state, a resumed run reproduces the uninterrupted one.
+Crash-safe checkpoints: a checkpoint counts only once `checkpoint_complete.json` is written into it (atomically,
+last, after every rank's data position); `latest` picks the newest complete one, or starts from step 0 when there is
+none. Old checkpoints are rotated out (`save_total_limit`) only after the new one is complete, each renamed aside
+before it is deleted; a resumed run removes what an interrupted one left half-written.
+Guards: a non-empty --output_dir needs --overwrite_output_dir unless resuming; resuming with another --max_steps is
+refused (the learning-rate schedule spans the original one).
 """
 from __future__ import annotations
 

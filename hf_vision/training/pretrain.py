@@ -11,8 +11,13 @@ computes the same losses as an uninterrupted one.
 
 Safe checkpoints. Each is written to a hidden temporary folder and renamed into place (a rename is atomic), so
 a crash mid-write never damages the previous one; old checkpoints are rotated out only after the new one
-exists (Accelerate's `total_limit` deletes first). A non-finite loss stops the run before the bad update,
+exists (Accelerate's `total_limit` deletes first), each renamed aside before it is deleted. `latest` with no
+checkpoint yet starts from step 0. A non-finite loss stops the run before the bad update,
 naming the last good checkpoint (without a GradScaler, as on CPU or in bf16, nothing else would notice).
+
+Several processes: without an accelerator the run is in CPU mode, where Accelerate joins torchrun's (or accelerate
+launch --multi_gpu's) processes into one gloo group; a launch whose processes would each train alone is refused.
+Only the main process writes shared files and the summary.
 """
 from __future__ import annotations
 
