@@ -3,7 +3,8 @@
     python scripts/benchmark.py --preset vit-base-patch16-224 --threads 2 --batch_size 8
     python scripts/benchmark.py --preset vit-base-r50-s16-224 --mode train --repeats 7 --json out.json
     python scripts/benchmark.py --preset mae-vit-base-patch16 --mode train --threads 2 --batch_size 8
-    python scripts/benchmark.py --preset vit-base-patch16-224 --config hidden_size=64,num_hidden_layers=2
+    python scripts/benchmark.py --preset vit-base-patch16-224 --repeats 1 --warmup 0 --batch_size 2 \
+        --config hidden_size=64,num_hidden_layers=2,num_attention_heads=2,intermediate_size=128   # tiny smoke run
     python scripts/benchmark.py --data        # data pipeline: decode + augment img/s per core vs run_mae.py
     python scripts/benchmark.py --preset swin-tiny-patch4-window7-224 --sgemm_linear   # our Linear on MKL sgemm
 
