@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from hf_vision.cli import run_main
 from hf_vision.hub import convert_checkpoint, push_folder
 
 
@@ -43,4 +44,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(lambda argv: main(parse_args(argv)))

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from hf_vision.analysis.report import default_model_dir, load_images, load_model, untrained_warning, visualize
+from hf_vision.cli import run_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,4 +48,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(lambda argv: main(parse_args(argv)))
