@@ -196,7 +196,8 @@ def hub_error(name: str, error: Exception, *, revision: str | None = None,
                            "download it once online (unset HF_HUB_OFFLINE / drop local_files_only) or pass a "
                            "local folder")
         return OSError(f"{where}, the Hub ({hub_constants.ENDPOINT}) could not be reached for {name!r} and the "
-                       f"cache {cache} does not hold it: check the network, or pass a local folder")
+                       f"cache {cache} does not hold it: check the network, or pass a local folder (HF_HUB_OFFLINE=1 "
+                       "skips the Hub's retries when working from the cache)")
     return OSError(f"{where}, and fetching {name!r} from the Hub failed: {str(error).splitlines()[0]}")
 
 
