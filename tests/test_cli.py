@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,7 +111,8 @@ def test_scripts_name_a_mistyped_path_in_one_line(script, argv, tmp_path, monkey
 def test_convert_script_prints_no_traceback(tmp_path):
     """The real `__main__` wiring, in a subprocess (--debug's traceback is checked in-process above)."""
     command = [sys.executable, str(ROOT / "scripts" / "convert.py"), "./missing-source", "out"]
-    quiet = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's hf_vision, whichever one is installed
+    quiet = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
     assert "error: FileNotFoundError: ./missing-source does not exist" in quiet.stderr
 
