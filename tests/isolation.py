@@ -26,6 +26,8 @@ def dependency_paths() -> list[str]:
         path = Path(entry).resolve()
         if path == ROOT or ROOT in path.parents or not path.exists():
             continue
+        if (path / "transformers_modules").is_dir():  # the parent's remote-code cache (HF_MODULES_CACHE), which
+            continue  # would shadow the child's own transformers_modules package
         keep.append(str(path))
     return list(dict.fromkeys(keep))
 
