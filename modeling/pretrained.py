@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -26,6 +29,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_utils import load_state_dict
 
 from .layers.block import Encoder
+from .requirements import MIN_TRANSFORMERS
 
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)([\w.]*)(\s+import\b)", re.MULTILINE)
 
@@ -54,13 +58,78 @@ def _flatten_imports(source: str) -> str:
     return _RELATIVE_IMPORT.sub(lambda m: f"{m.group(1)}.{m.group(3).rpartition('.')[2]}{m.group(4)}", source)
 
 
-def write_remote_code(model_cls: type, config_cls: type, save_directory: str | os.PathLike) -> list[str]:
-    """Copy the flattened source of `model_cls` and `config_cls` (and what they import) into the folder."""
+def remote_code_sources(model_cls: type, config_cls: type) -> dict[str, str]:
+    """File name -> flattened source of `model_cls`, `config_cls` and everything they import relatively."""
     files = _module_source_files(model_cls.__module__)
     files.update(_module_source_files(config_cls.__module__))
-    for name, path in files.items():
-        (Path(save_directory) / name).write_text(_flatten_imports(path.read_text()))
-    return sorted(files)
+    return {name: _flatten_imports(path.read_text()) for name, path in sorted(files.items())}
+
+
+def write_remote_code(model_cls: type, config_cls: type, save_directory: str | os.PathLike) -> list[str]:
+    """Copy the flattened source of `model_cls` and `config_cls` (and what they import) into the folder."""
+    sources = remote_code_sources(model_cls, config_cls)
+    for name, text in sources.items():
+        _replace_file(Path(save_directory) / name, text.encode())
+    return list(sources)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write `path` as a fresh regular file: a symlink there is replaced, never written through."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # renames over the directory entry: a link's target is left untouched
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# transformers' weight files: model.safetensors, its shards model-00001-of-00003.safetensors and their index.
+_WEIGHT_FILE = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?")
+CONFIG_NAME, PROCESSOR_NAME = "config.json", "preprocessor_config.json"
+# config.json fields written by save_pretrained (not config attributes: __init__ never sees or validates them)
+FILES_FIELD, FLOOR_FIELD = "hf_vision_files", "hf_vision_min_transformers"
+
+
+def _previous_save(folder: Path) -> dict[str, str] | None:
+    """{file name: sha256} recorded by an earlier hf-vision save into `folder`, or None if it holds none."""
+    config = folder / CONFIG_NAME
+    if config.is_symlink() or not config.is_file():
+        return None
+    try:
+        recorded = json.loads(config.read_text()).get(FILES_FIELD)
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def foreign_files(folder: Path, outputs: list[str]) -> list[str]:
+    """Names in `folder` that a save is about to replace or delete but that an earlier hf-vision save did not write.
+
+    Ours: config.json holding our file record (FILES_FIELD); weight files beside such a config.json; a source
+    or processor file whose sha256 is the one recorded (unchanged since we wrote it). Foreign: any symlink; any
+    other existing file among `outputs` or transformers' weight names (a user's same-named .py, an edited file,
+    another model's checkpoint).
+    """
+    previous = _previous_save(folder)
+    names = set(outputs) | {p.name for p in folder.iterdir() if _WEIGHT_FILE.fullmatch(p.name)}
+    foreign = []
+    for name in sorted(names):
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink() or previous is None or not path.is_file():
+            foreign.append(name)
+        elif name != CONFIG_NAME and not _WEIGHT_FILE.fullmatch(name) and previous.get(name) != _sha256(path):
+            foreign.append(name)
+    return foreign
 
 
 def vit_encoder(config) -> Encoder:
@@ -235,10 +304,38 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         )
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
-        os.makedirs(save_directory, exist_ok=True)
-        self.config.auto_map = self.auto_map()
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            write_remote_code(type(self), type(self.config), save_directory)
-            self.image_processor().save_pretrained(save_directory)
+        """transformers' save plus the remote code and processor config; never writes through a symlink.
 
+        transformers opens config.json and the weight files with plain `open`, which follows a link (and would
+        overwrite the link's target, possibly outside the folder), so links at those names are removed first;
+        our own files are written as fresh files renamed into place. Replacing files that an earlier hf-vision
+        save did not write (see `foreign_files`) warns once, naming them.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.auto_map = self.auto_map()
+        main_process = kwargs.get("is_main_process", True)
+        if main_process:
+            sources = remote_code_sources(type(self), type(self.config))
+            outputs = [CONFIG_NAME, PROCESSOR_NAME, *sources]
+            foreign = foreign_files(folder, outputs)
+            if foreign:
+                warnings.warn(
+                    f"save_pretrained({str(save_directory)!r}) replaces files it did not write: {', '.join(foreign)}",
+                    stacklevel=2,
+                )
+            for entry in folder.iterdir():
+                if entry.is_symlink() and (entry.name in outputs or _WEIGHT_FILE.fullmatch(entry.name)):
+                    entry.unlink()
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not main_process:
+            return
+        written: dict[str, str] = {}
+        for name, text in {**sources, PROCESSOR_NAME: self.image_processor().to_json_string()}.items():
+            data = text.encode()
+            _replace_file(folder / name, data)
+            written[name] = hashlib.sha256(data).hexdigest()
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        config[FLOOR_FIELD] = MIN_TRANSFORMERS
+        config[FILES_FIELD] = written
+        _replace_file(folder / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
