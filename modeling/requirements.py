@@ -10,7 +10,7 @@ from __future__ import annotations
 import transformers
 from packaging.version import Version
 
-MIN_TRANSFORMERS = "5.0.0"
+MIN_TRANSFORMERS = "5.10.1"
 
 
 def require_transformers(minimum: str | None = None) -> None:
