@@ -131,3 +131,9 @@ def test_shipped_code_checks_the_floor_at_import(tmp_path):
     proc = _run(isolated_command(code, str(tmp_path / "ckpt")), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"needs transformers>=6.0.0, but transformers=={transformers.__version__} is installed" in proc.stdout
+
+
+def test_pyproject_declares_the_same_floor():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert f"transformers>={requirements.MIN_TRANSFORMERS},<6" in pyproject["project"]["dependencies"]
