@@ -7,17 +7,27 @@ field of every saved config.json repeat it.
 """
 from __future__ import annotations
 
+import re
+
 import transformers
-from packaging.version import Version
 
 MIN_TRANSFORMERS = "5.10.1"
+
+
+def release(version: str) -> tuple[int, ...]:
+    """The release numbers only, "5.10.1.dev0" -> (5, 10, 1): modeling/ imports torch and transformers alone (no
+    `packaging`), so a pre-release of the floor version itself passes the check."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    if match is None:
+        raise ValueError(f"cannot read the version {version!r}")
+    return tuple(int(part) for part in match.group(0).split("."))
 
 
 def require_transformers(minimum: str | None = None) -> None:
     """Raise ImportError naming the installed and required versions when transformers is older than the floor."""
     minimum = minimum or MIN_TRANSFORMERS
     installed = transformers.__version__
-    if Version(installed) < Version(minimum):
+    if release(installed) < release(minimum):
         raise ImportError(
             f"this hf-vision model code needs transformers>={minimum}, but transformers=={installed} is installed; "
             f"upgrade with: pip install 'transformers>={minimum},<6'"

@@ -109,6 +109,8 @@ def test_older_transformers_gets_a_clear_import_error(monkeypatch):
     with pytest.raises(ImportError, match=rf"transformers>=6\.0\.0.*transformers=={transformers.__version__}"):
         requirements.require_transformers()
     requirements.require_transformers("5.0.0")  # the installed version passes a lower floor
+    assert requirements.release("5.10.1.dev0") == (5, 10, 1)
+    assert requirements.release("5.9.0") < requirements.release("5.10.1") < requirements.release("5.24")
 
 
 def test_shipped_code_checks_the_floor_at_import(tmp_path):
