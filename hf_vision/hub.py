@@ -20,13 +20,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from . import convert
-from .model_card import card_for_folder, card_for_model, validate_card
+from .model_card import OUR_CARD_TAG, UNPUBLISHED_LOCATION, card_for_folder, card_for_model, validate_card
+from .modeling.pretrained import set_publisher
 
 OUR_MODEL_TYPE_PREFIX = "hfv_"
+TRAINER_CARD_TAG = "generated_from_trainer"  # the Trainer's generic card, replaced by ours on upload
 # Training leftovers that do not belong in a shared checkpoint.
 DEFAULT_IGNORE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "training_args.bin", "trainer_state.json",
                   "*.lock", ".*")
@@ -77,24 +79,27 @@ def push_folder(
 ) -> CommitInfo:
     """Upload a `save_pretrained` folder (e.g. a training run's output) in one commit, with its model card.
 
-    A folder without README.md gets a card built from its config.json, safetensors and the run's json files
-    (all_results.json, run_args.json, ...); `card_kwargs` adds or overrides card fields. Subfolders (Trainer's
-    checkpoint-*/, runs/) are not uploaded.
+    A folder without README.md (or with the Trainer's generic card) gets our card built from its config.json,
+    safetensors and the run's json files (all_results.json, run_args.json, ...); `card_kwargs` adds or overrides
+    card fields. Every other push path (our models' `push_to_hub`, `save_pretrained(push_to_hub=True)`, the
+    Trainer's push, the scripts) ends here. Subfolders (Trainer's checkpoint-*/, runs/) are not uploaded.
     """
     folder = Path(folder)
     check_checkpoint_folder(folder)
     files = {p.name: p for p in sorted(folder.iterdir())
              if p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in ignore_patterns)}
-    readme = None
-    if "README.md" not in files or card_kwargs:
-        card = card_for_folder(folder, **{"repo_id": repo_id, **(card_kwargs or {})})
-        readme = str(card).encode()
-    else:
-        card = files["README.md"].read_text()
-    validate_card(card)
+    build_card = bool(card_kwargs) or is_generated_card(files.get("README.md"))
+    card = card_for_folder(folder, **{"repo_id": repo_id, **(card_kwargs or {})}) if build_card \
+        else files["README.md"].read_text()
+    validate_card(card)  # before anything reaches the Hub
 
     api = HfApi(endpoint=endpoint, token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # "name" -> "user/name"
+    readme = None
+    if build_card:  # the card's usage snippet names the full repo id
+        readme = str(card_for_folder(folder, **{"repo_id": repo_id, **(card_kwargs or {})})).encode()
+    elif f'"{UNPUBLISHED_LOCATION}"' in card and OUR_CARD_TAG in card:  # our card, written before the push (a run)
+        readme = card.replace(f'"{UNPUBLISHED_LOCATION}"', f'"{repo_id}"').encode()
     if private is not None and api.model_info(repo_id).private != private:  # an existing repo changes visibility
         api.update_repo_settings(repo_id, private=private)
     if revision and revision != "main" and not create_pr:
@@ -114,10 +119,32 @@ def save_with_card(model, folder: str | os.PathLike, **card_kwargs: Any) -> Path
     """`model.save_pretrained(folder)` plus its validated model card as README.md (what a push would upload)."""
     folder = Path(folder)
     model.save_pretrained(folder)
-    card = card_for_model(model, **card_kwargs)
+    card = card_for_folder(folder, **card_kwargs)  # the same card every push path builds
     validate_card(card)
     card.save(folder / "README.md")
     return folder
+
+
+def publish_folder(model, folder: str | os.PathLike, repo_id: str, *, tags: Iterable[str] | None = None,
+                   card_kwargs: dict[str, Any] | None = None, **options: Any) -> CommitInfo:
+    """What our models' `push_to_hub` and `save_pretrained(..., push_to_hub=True)` call (registered with
+    `set_publisher` on import): upload the folder `model.save_pretrained` just wrote, with our card, in one commit."""
+    card_kwargs = dict(card_kwargs or {})
+    if tags:
+        card_kwargs["tags"] = [*card_kwargs.get("tags", ()), *tags]
+    return push_folder(folder, repo_id, card_kwargs=card_kwargs, **options)
+
+
+def is_generated_card(readme: Path | None) -> bool:
+    """Whether a folder's README.md is absent or a generated card we replace with ours (the Trainer's generic
+    `generated_from_trainer` card); any other card, ours or the user's, is uploaded as it is (once validated)."""
+    if readme is None or not readme.is_file():
+        return True
+    try:
+        tags = ModelCard.load(readme, ignore_metadata_errors=True).data.tags or []
+    except Exception:  # unparsable metadata: the user's card, which validation then rejects with the reason
+        return False
+    return TRAINER_CARD_TAG in tags and OUR_CARD_TAG not in tags
 
 
 def check_checkpoint_folder(folder: Path) -> None:
@@ -355,3 +382,6 @@ def compare_outputs(reference, model, *, batch: int = 2, seed: int = 0) -> tuple
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape:
             return field, (a.float() - b.float()).abs().max().item()
     raise ValueError(f"no comparable output between {type(reference).__name__} and {type(model).__name__}")
+
+
+set_publisher(publish_folder)  # our models' push_to_hub / save_pretrained(push_to_hub=True) end in push_folder
