@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, hf_hub_download
-from huggingface_hub.errors import RemoteEntryNotFoundError
+from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
 from . import convert
 from .model_card import OUR_CARD_TAG, UNPUBLISHED_LOCATION, card_for_folder, card_for_model, validate_card
@@ -173,6 +173,7 @@ def _architecture(folder: Path) -> str:
 
 # ----------------------------------------------------------------------------------------------------------- pull
 
+PROCESSOR_FILE = "preprocessor_config.json"
 OFFICIAL_SUFFIXES = (".npz", ".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
@@ -213,8 +214,9 @@ def from_pretrained(
         if (config.get("model_type") or "").startswith(OUR_MODEL_TYPE_PREFIX):
             cls = _our_class(config, auto_class)
             return cls.from_pretrained(name_or_path, **_drop_none(hub), **kwargs)
-        _, source = load_source(str(name_or_path), config, **hub)
-        return _reload_with(convert_source(source), auto_class, kwargs)
+        kind, source = load_source(str(name_or_path), config, **hub)
+        preprocessor = _read_processor(str(name_or_path), kind, hub)
+        return _reload_with(convert_source(source, preprocessor), auto_class, kwargs)
 
 
 def load_source(name_or_path: str, config: dict | None = None, **hub: Any):
@@ -229,11 +231,12 @@ def load_source(name_or_path: str, config: dict | None = None, **hub: Any):
     raise ValueError(f"{name_or_path}: config.json has neither model_type nor timm's architecture field")
 
 
-def convert_source(source):
-    """Our model from a timm or transformers model (the family converters registered in hf_vision.convert)."""
+def convert_source(source, preprocessor: dict[str, Any] | None = None):
+    """Our model from a timm or transformers model (the family converters registered in hf_vision.convert);
+    `preprocessor`: a transformers checkpoint's preprocessor_config.json, carried over to our processor."""
     if type(source).__module__.startswith("timm."):
         return convert.from_timm(source)
-    return convert.from_transformers(source)
+    return convert.from_transformers(source, preprocessor=preprocessor)
 
 
 def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +253,16 @@ def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:
     except RemoteEntryNotFoundError:  # the repo exists without this file (offline misses propagate as OSError)
         return None
     return json.loads(Path(file).read_text())
+
+
+def _read_processor(name_or_path: str, kind: str, hub: dict[str, Any]) -> dict | None:
+    """A transformers checkpoint's preprocessor_config.json, or None where it has (or the cache holds) none."""
+    if kind != "transformers":
+        return None
+    try:
+        return _read_json(name_or_path, PROCESSOR_FILE, **hub)
+    except LocalEntryNotFoundError:  # offline and not cached: the converted model keeps our default preprocessing
+        return None
 
 
 def _our_class(config: dict, auto_class: str | None):
@@ -339,7 +352,8 @@ def convert_checkpoint(
         model = convert.load_official(path, preset)
     else:
         kind, reference = load_source(str(source), **hub)
-        model = convert_source(reference)
+        preprocessor = _read_processor(str(source), kind, hub)
+        model = convert_source(reference, preprocessor)
     model.eval()
     model.save_pretrained(output_dir)
     on_hub = not path.exists()

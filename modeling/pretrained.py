@@ -225,8 +225,9 @@ class HFVisionPreTrainedModel(PreTrainedModel):
     def image_processor(self):
         """The evaluation preprocessing this model expects: resize the shorter side to size / crop_pct, centre-crop
         to the config's size, normalise with its mean/std (BitImageProcessor is the transformers processor that
-        resizes by the shorter side and centre-crops). `crop_pct` and `interpolation` are optional config fields
-        (default 0.875, bicubic, as timm and the papers evaluate); converters carry the source's values over."""
+        resizes by the shorter side and centre-crops). `crop_pct`, `interpolation` and `crop_mode` are optional
+        config fields (default 0.875, bicubic, "center", as timm and the papers evaluate; "squash" resizes straight
+        to the model size, as transformers' ViT processor); converters carry the source's values over."""
         from transformers import BitImageProcessor
 
         size = self.config.image_size
@@ -237,14 +238,20 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         interpolation = getattr(self.config, "interpolation", None) or DEFAULT_INTERPOLATION
         if interpolation not in PIL_RESAMPLE:
             raise ValueError(f"config.interpolation={interpolation!r} is not one of {', '.join(PIL_RESAMPLE)}")
-        # shorter side for a square crop (the aspect ratio is kept), both sides otherwise
-        resize = {"shortest_edge": math.floor(height / crop_pct)} if height == width else \
-            {"height": math.floor(height / crop_pct), "width": math.floor(width / crop_pct)}
+        crop_mode = getattr(self.config, "crop_mode", None) or "center"
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"config.crop_mode={crop_mode!r} is not one of {', '.join(CROP_MODES)}")
+        if crop_mode == "squash":
+            resize = {"height": height, "width": width}
+        elif height == width:  # the shorter side (the aspect ratio is kept), then the centre crop
+            resize = {"shortest_edge": math.floor(height / crop_pct)}
+        else:
+            resize = {"height": math.floor(height / crop_pct), "width": math.floor(width / crop_pct)}
         return BitImageProcessor(
             do_resize=True,
             size=resize,
             resample=PIL_RESAMPLE[interpolation],
-            do_center_crop=True,
+            do_center_crop=crop_mode == "center",
             crop_size={"height": height, "width": width},
             do_rescale=True,
             do_normalize=True,
@@ -295,6 +302,7 @@ class HFVisionPreTrainedModel(PreTrainedModel):
 HUB_OPTIONS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
 DEFAULT_CROP_PCT = 0.875
 DEFAULT_INTERPOLATION = "bicubic"
+CROP_MODES = ("center", "squash")
 PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values, as processors store them
 
 # Set by hf_vision (`hf_vision.hub.publish_folder`, which writes its validated model card): every push of our

@@ -935,3 +935,31 @@ def test_card_vocabulary_agrees_with_the_libraries():
     assert declared and f">={min_transformers_version()}" in declared[0]
     card = card_for_model(_tiny_classifier(), repo_id="org/x")
     assert f"transformers>={min_transformers_version()}" in card.text
+
+
+def test_converted_models_carry_the_source_preprocessing(tmp_path):
+    """timm's pretrained_cfg and a transformers checkpoint's processor reach our saved processor."""
+    source = _tiny_timm_vit()
+    source.pretrained_cfg = {**source.pretrained_cfg, "crop_pct": 0.9, "interpolation": "bilinear",
+                             "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    convert.from_timm(source).save_pretrained(tmp_path / "from-timm")
+    processor = json.loads((tmp_path / "from-timm" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"shortest_edge": 35} and processor["crop_size"] == {"height": 32, "width": 32}
+    assert processor["resample"] == 2 and processor["image_mean"] == [0.1, 0.2, 0.3]
+    assert processor["image_std"] == [0.4, 0.5, 0.6] and processor["do_center_crop"]
+
+    # transformers' ViT processor resizes straight to the model size (bilinear, mean/std 0.5): so does ours
+    source = transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=5)).eval()
+    source.save_pretrained(tmp_path / "hf-vit")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "hf-vit")
+    hf_vision.from_pretrained(str(tmp_path / "hf-vit")).save_pretrained(tmp_path / "from-hf")
+    theirs = transformers.AutoImageProcessor.from_pretrained(tmp_path / "hf-vit")
+    ours = transformers.AutoImageProcessor.from_pretrained(tmp_path / "from-hf")
+    from PIL import Image
+
+    image = Image.fromarray(torch.randint(0, 256, (40, 56, 3), generator=torch.Generator().manual_seed(2),
+                                          dtype=torch.uint8).numpy())
+    torch.testing.assert_close(ours(image, return_tensors="pt")["pixel_values"],
+                               theirs(image, return_tensors="pt")["pixel_values"], atol=1e-6, rtol=0)

@@ -17,21 +17,27 @@ OFFICIAL_LOADERS: dict[str, Callable[..., nn.Module]] = {}  # preset-name prefix
 
 
 def from_timm(model: nn.Module) -> nn.Module:
-    """Our model with the same weights and matching config as a timm model."""
+    """Our model with the same weights and matching config as a timm model, including timm's evaluation
+    preprocessing (mean, std, crop_pct, interpolation, crop mode) for the saved image processor."""
+    from .preprocessing import apply_preprocessing, timm_preprocessing
+
     for accepts, convert in TIMM_CONVERTERS:
         if accepts(model):
-            return convert(model)
+            return apply_preprocessing(convert(model), timm_preprocessing(model))
     raise ValueError(f"no converter for timm model {type(model).__name__}")
 
 
-def from_transformers(model: nn.Module) -> nn.Module:
-    """Our model with the same weights and matching config as a transformers model."""
+def from_transformers(model: nn.Module, *, preprocessor: dict[str, Any] | None = None) -> nn.Module:
+    """Our model with the same weights and matching config as a transformers model; `preprocessor` (the source's
+    preprocessor_config.json as a dict) carries its mean, std, resize and crop over to our processor."""
+    from .preprocessing import apply_preprocessing, transformers_preprocessing
+
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in TRANSFORMERS_CONVERTERS:
         raise ValueError(
             f"no converter for transformers model_type={model_type!r}; supported: {', '.join(sorted(TRANSFORMERS_CONVERTERS))}"
         )
-    return TRANSFORMERS_CONVERTERS[model_type](model)
+    return apply_preprocessing(TRANSFORMERS_CONVERTERS[model_type](model), transformers_preprocessing(preprocessor))
 
 
 def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:

@@ -39,6 +39,7 @@ class PreprocessSpec:
     std: tuple[float, ...]
     crop_pct: float = 0.875
     resample: int = 3  # PIL code of the evaluation resize (3 bicubic, 2 bilinear, 0 nearest)
+    squash: bool = False  # resize straight to `size` (no aspect ratio, no crop), as a processor without a crop
 
     @classmethod
     def from_processor(cls, processor: Any, *, crop_pct: float | None = None) -> "PreprocessSpec":
@@ -50,18 +51,20 @@ class PreprocessSpec:
             size = (crop["height"], crop["width"])
             resized = resize.get("shortest_edge") or resize.get("height")
             crop_pct = crop_pct if crop_pct is not None else size[0] / resized
-        else:
+        else:  # resized straight to the size: crop_pct 1 and no aspect ratio kept
             size = (resize["height"], resize["width"]) if resize.get("height") else (resize["shortest_edge"],) * 2
+            crop_pct = 1.0
         resample = int(getattr(processor, "resample", 3) if getattr(processor, "resample", None) is not None else 3)
         if resample not in RESAMPLE_MODES:
             raise ValueError(f"processor resample={resample} is not one of {sorted(RESAMPLE_MODES)} (PIL codes)")
+        squash = not getattr(processor, "do_center_crop", False) and "height" in resize
         return cls(tuple(size), tuple(processor.image_mean), tuple(processor.image_std),
-                   0.875 if crop_pct is None else crop_pct, resample)
+                   0.875 if crop_pct is None else crop_pct, resample, squash)
 
     @classmethod
     def from_model(cls, model: Any, *, crop_pct: float | None = None) -> "PreprocessSpec":
         """From the model's own image processor (crop fraction and interpolation included)."""
-        if crop_pct is None:
+        if crop_pct is None and getattr(model.config, "crop_mode", None) != "squash":
             crop_pct = getattr(model.config, "crop_pct", None)
         return cls.from_processor(model.image_processor(), crop_pct=crop_pct)
 
@@ -157,7 +160,7 @@ class RandomResizedCropDecode:
 class ResizeCenterCropDecode:
     """Lazily opened PIL image -> uint8 (3, H, W): resize to size / crop_pct, then center crop (evaluation)."""
 
-    def __init__(self, size: tuple[int, int], *, crop_pct: float = 0.875, resample: int = 3,
+    def __init__(self, size: tuple[int, int], *, crop_pct: float = 0.875, resample: int = 3, squash: bool = False,
                  reduced_decode: bool = True) -> None:
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct={crop_pct} must be in (0, 1]")
@@ -167,11 +170,14 @@ class ResizeCenterCropDecode:
         # floor(size / crop_pct), as the saved processor; the epsilon absorbs a crop_pct recovered as a ratio
         self.resize_to = tuple(math.floor(s / crop_pct + 1e-6) for s in self.size)
         self.interpolation = RESAMPLE_MODES[resample]
+        self.squash = squash
         self.reduced_decode = reduced_decode
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         w, h = image.size
-        if self.size[0] == self.size[1]:  # square output: shorter side -> resize_to, keeping the aspect ratio
+        if self.squash:
+            target = self.size
+        elif self.size[0] == self.size[1]:  # square output: shorter side -> resize_to, keeping the aspect ratio
             short = self.resize_to[0]
             # the longer side truncated, as transformers' image processors compute it (so they agree exactly)
             target = (int(h * short / w), short) if w <= h else (short, int(w * short / h))
@@ -198,7 +204,7 @@ def finetune_transform(spec: PreprocessSpec, *, scale: tuple[float, float] = (0.
 
 
 def eval_transform(spec: PreprocessSpec, *, reduced_decode: bool = True) -> ResizeCenterCropDecode:
-    return ResizeCenterCropDecode(spec.size, crop_pct=spec.crop_pct, resample=spec.resample,
+    return ResizeCenterCropDecode(spec.size, crop_pct=spec.crop_pct, resample=spec.resample, squash=spec.squash,
                                   reduced_decode=reduced_decode)
 
 
