@@ -295,6 +295,12 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         """Upload a saved folder: hf_vision's publisher (validated card) when registered, else a plain upload."""
         if PUBLISHER is not None:
             return PUBLISHER(self, folder, repo_id, **options)
+        if not (Path(folder) / "README.md").exists():  # transformers' own card, as its push_to_hub writes
+            from transformers.utils.hub import create_and_tag_model_card
+
+            tags = [*(self.model_tags or []), *(options.get("tags") or [])]
+            create_and_tag_model_card(repo_id, tags or None, token=options.get("token")).save(
+                Path(folder) / "README.md")
         return upload_folder_in_one_commit(folder, repo_id, **options)
 
 

@@ -820,6 +820,8 @@ def test_every_entry_point_publishes_a_complete_repo_in_one_commit(hub, tmp_path
                 model = AutoModelForImageClassification.from_pretrained("org/" + name, trust_remote_code=True)
                 out[name] = model.eval()(x).logits.tolist()
                 out[name + ":module"] = type(model).__module__
+                if name == "ep-method":  # re-published from remote code, without hf_vision: still one commit
+                    model.push_to_hub("org/ep-stranger", token={TOKEN!r})
             out["ep-mae"] = AutoModel.from_pretrained("org/ep-mae", trust_remote_code=True).eval()(x).last_hidden_state.tolist()
             pretrain = AutoModelForPreTraining.from_pretrained("org/ep-pretrain", trust_remote_code=True).eval()
             out["ep-pretrain"] = pretrain(x, noise=noise).logits.tolist()
@@ -844,6 +846,8 @@ def test_every_entry_point_publishes_a_complete_repo_in_one_commit(hub, tmp_path
     assert out["ep-method:snippet"].startswith("{'label': ") and "'score': " in out["ep-method:snippet"]
     assert out["ep-finetune:snippet"].startswith("{'label': ")
     assert out["ep-mae:snippet"].split() == ["17", "32"]  # class token + 16 patches, width 32
+    stranger = hub.repos["org/ep-stranger"].history("main")
+    assert len(stranger) == 2 and set(same["ep-method"]) <= set(stranger[0].files)  # complete, one commit
 
 
 def test_trainer_generic_card_is_replaced_and_leftovers_stay_home(hub, tmp_path):
