@@ -372,6 +372,87 @@ def convert_checkpoint(
     return report
 
 
+EXPORT_TARGETS = ("hf_vision", "timm", "transformers")
+
+
+def export_checkpoint(
+    model,
+    output_dir: str | os.PathLike,
+    *,
+    to: str,
+    verify: bool = True,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Write our model in timm's or transformers' own checkpoint format (`to`), checked against ours.
+
+    timm: model.safetensors + timm's config.json (architecture, model_args, pretrained_cfg with our preprocessing),
+    written by timm's `save_for_hf`; load with `timm.create_model("local-dir:<dir>", pretrained=True)` or
+    `timm.create_model(architecture, pretrained=True, **model_args,
+    pretrained_cfg_overlay=dict(pretrained_cfg, file="<dir>/model.safetensors"))` (the file alone leaves timm the
+    architecture's 1000-class cfg, and it drops another head size as "adapted"). transformers: the transformers
+    model's `save_pretrained` plus our image processor.
+    """
+    if to not in EXPORT_TARGETS[1:]:
+        raise ValueError(f"to={to!r} is not supported; accepted: {', '.join(map(repr, EXPORT_TARGETS[1:]))}")
+    output_dir = Path(output_dir)
+    model.eval()
+    if to == "timm":
+        from timm.models import save_for_hf
+
+        target = convert.to_timm(model)
+        try:
+            save_for_hf(target, str(output_dir), safe_serialization=True)
+        except ValueError as error:  # timm names the argument (e.g. norm_layer for a non-default layer_norm_eps)
+            raise ValueError(f"timm cannot record this model in its config.json: {error} (a layer_norm_eps other "
+                             "than timm's default, or a hybrid trunk with no registered timm architecture, can only "
+                             "be rebuilt in Python: use hf_vision.convert.to_timm)") from error
+    else:
+        target = convert.to_transformers(model)
+        target.save_pretrained(output_dir)
+        model.image_processor().save_pretrained(output_dir)
+    report: dict[str, Any] = {"to": to, "output_dir": str(output_dir), "architecture": type(target).__name__,
+                              "verified": False, "max_abs_diff": None}
+    if verify:
+        field, diff = compare_outputs(target, _unmasked_if_mae(model, target))
+        report.update(verified=True, compared=field, max_abs_diff=diff)
+        if diff > atol:
+            raise ValueError(f"exported {field} differs from ours by {diff:.3g} > atol={atol}")
+    (output_dir / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _unmasked_if_mae(model, target):
+    """For MAE exported to a timm ViT (which never masks): a copy of ours that keeps every patch in image order
+    and pools like the timm model, so the two are comparable."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from .modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+
+    if not isinstance(model, (MAEModel, MAEForPreTraining)) or not type(target).__module__.startswith("timm."):
+        return model
+    encoder = copy.deepcopy(model.vit if isinstance(model, MAEForPreTraining) else model)
+    encoder.config.mask_ratio = 0.0
+
+    class Unmasked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.config = encoder, encoder.config
+
+        def forward(self, pixel_values):
+            patches = encoder.config.grid_size[0] * encoder.config.grid_size[1]
+            # increasing noise keeps patches in image order: (L,) -> (B, L)
+            order = torch.arange(patches, dtype=torch.float32).expand(pixel_values.shape[0], patches) / patches
+            tokens = encoder(pixel_values, order).last_hidden_state
+            pooled = tokens[:, 1:].mean(1) if target.global_pool == "avg" else tokens[:, 0]
+            return SimpleNamespace(pooler_output=pooled, last_hidden_state=tokens)
+
+    return Unmasked().eval()
+
+
 def compare_outputs(reference, model, *, batch: int = 2, seed: int = 0) -> tuple[str, float]:
     """(field compared, max |difference|) between a source model and its conversion on one random batch."""
     import inspect
@@ -395,6 +476,9 @@ def compare_outputs(reference, model, *, batch: int = 2, seed: int = 0) -> tuple
         b = getattr(ours, field, None)
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape:
             return field, (a.float() - b.float()).abs().max().item()
+    theirs_maps, our_maps = getattr(theirs, "feature_maps", None), getattr(ours, "feature_maps", None)
+    if theirs_maps is not None and our_maps is not None and len(theirs_maps) == len(our_maps):  # backbones
+        return "feature_maps", max((a.float() - b.float()).abs().max().item() for a, b in zip(theirs_maps, our_maps))
     raise ValueError(f"no comparable output between {type(reference).__name__} and {type(model).__name__}")
 
 

@@ -157,25 +157,29 @@ def test_fresh_init_is_sane(case):
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_onednn_linear_matches_f_linear(case, monkeypatch):
-    """Every Linear of the model on oneDNN vs on F.linear: same outputs, same gradients. Tiny configs fall under
-    the layer's size cut, so here every Linear is forced onto the 16-image layout (a batch of 16 divides)."""
+    """`optimize_for_cpu` puts every Linear of the model on oneDNN: same outputs and gradients as the plain model
+    (F.linear), and the profiler sees oneDNN's kernel run for each product. Tiny configs fall under the layer's
+    size cut, so here every Linear is forced onto the 16-image layout (a batch of 16 divides)."""
     from torch.profiler import ProfilerActivity, profile
 
+    from hf_vision import optimize_for_cpu
     from hf_vision.optimize import onednn_linear as linear_module
 
-    def run(enabled: bool):
-        sent = []
+    sent = []
 
-        def images(rows: int, features: int) -> int | None:
-            n = linear_module._split(rows)
-            sent.append(n) if n else None
-            return n
+    def images(rows: int, features: int) -> int | None:
+        n = linear_module._split(rows)
+        sent.append(n) if n else None
+        return n
 
-        monkeypatch.setattr(linear_module, "ENABLED", enabled)
-        monkeypatch.setattr(linear_module, "MIN_ROWS_PER_IMAGE", 1)
-        monkeypatch.setattr(linear_module, "_images", images)
-        linear_module._split.cache_clear()
+    monkeypatch.setattr(linear_module, "MIN_ROWS_PER_IMAGE", 1)
+    monkeypatch.setattr(linear_module, "_images", images)
+
+    def run(optimize: bool):
+        sent.clear()
         model = _build(case).train()
+        if optimize:
+            assert optimize_for_cpu(model) is model
         torch.manual_seed(1)  # same dropout / drop-path draws in both runs
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             out = model(**_inputs(case, model.config, batch=16))
@@ -187,6 +191,7 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         return out, grads, convs, len(sent)
 
+    linear_module._split.cache_clear()
     try:
         ref, ref_grads, ref_convs, ref_sent = run(False)
         got, got_grads, got_convs, got_sent = run(True)
@@ -199,3 +204,50 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
     for name in ref_grads:
         torch.testing.assert_close(got_grads[name], ref_grads[name], atol=1e-4, rtol=1e-3,
                                    msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_optimize_for_cpu_changes_no_result_state_or_file(case, tmp_path):
+    """The opt-in keeps outputs (no_grad, where residuals go in place) and gradients to 1e-5, the state dict
+    (same keys, same tensors), `save_pretrained`'s files byte for byte, and its undo restores the exact plain
+    types (so e.g. quantize_dynamic({nn.Linear}) finds every Linear again)."""
+    from torch import nn
+
+    from hf_vision import optimize_for_cpu
+    from hf_vision.modeling.layers.block import Block
+
+    model = _build(case).eval()
+    plain_types = {name: type(m) for name, m in model.named_modules()}
+    inputs = _inputs(case, model.config)
+    with torch.no_grad():
+        ref = model(**inputs)
+    ref_out = model(**inputs)
+    ref_loss = sum(t.float().pow(2).mean() for t in _batched_tensors(ref_out, 3).values())
+    ref_grads = torch.autograd.grad(ref_loss, list(model.parameters()), allow_unused=True)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "plain")
+
+    optimize_for_cpu(model)
+    swapped = [name for name, m in model.named_modules() if type(m) is not plain_types[name]]
+    assert swapped and all(plain_types[n] in (nn.Linear, Block) for n in swapped)
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    with torch.no_grad():
+        got = model(**inputs)
+    _assert_outputs_close(got, ref, 3)
+    got_out = model(**inputs)
+    got_loss = sum(t.float().pow(2).mean() for t in _batched_tensors(got_out, 3).values())
+    got_grads = torch.autograd.grad(got_loss, list(model.parameters()), allow_unused=True)
+    for (name, _), g, r in zip(model.named_parameters(), got_grads, ref_grads):
+        assert (g is None) == (r is None), name
+        if g is not None:
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+    assert list(model.state_dict()) == list(state)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    model.save_pretrained(tmp_path / "optimized")
+    plain_files = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert plain_files == sorted(p.name for p in (tmp_path / "optimized").iterdir())
+    for name in plain_files:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "optimized" / name).read_bytes(), name
+
+    assert optimize_for_cpu(model, enable=False) is model
+    assert {name: type(m) for name, m in model.named_modules()} == plain_types

@@ -425,14 +425,19 @@ def test_benchmark_suite_runs_tiny():
 
     tiny = ("image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
             "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2")
-    settings = benchmark.Settings(preset="mae-vit-base-patch16", batch_size=2, repeats=1, warmup=0,
-                                  modes=("train",), memory=False, config_overrides=benchmark.parse_overrides([tiny]))
+    settings = benchmark.Settings(preset="mae-vit-base-patch16", batch_size=2, repeats=1, warmup=0, threads=1,
+                                  modes=("train",), memory=False, config_overrides=benchmark.parse_overrides([tiny]),
+                                  variants=("plain",), peak_size=128)
     report = benchmark.run_benchmark(settings)
     assert list(report["results"]) == ["ours", "transformers", "ours ViT"]
+    # MAE's step time over our ViT-B classifier's, against issue #11's bound
+    assert report["step_time_ratios"]["ours/ours ViT"]["train"] > 0
+    assert report["step_time_targets"] == {"ours/ours ViT": {"train": 0.65}}
+    assert "step time ours/ours ViT: train" in benchmark.format_table(report)
     # the same model; transformers counts its two frozen sin-cos tables (17 x 32, 17 x 16) as parameters
     tables = (17 * 32 + 17 * 16) / 1e6
     assert report["results"]["ours"]["params_m"] + tables == pytest.approx(report["results"]["transformers"]["params_m"])
-    assert report["ratios"]["timm"]["train"] is None and report["ratios"]["transformers"]["train"] > 0
+    assert report["ratios"]["ours/timm"]["train"] is None and report["ratios"]["ours/transformers"]["train"] > 0
 
 
 def test_layer_decay_covers_hybrid_and_swin():
