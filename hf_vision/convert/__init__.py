@@ -107,7 +107,8 @@ def assemble(
 
 def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
     """Put our preprocessing into a timm model's `pretrained_cfg` (what timm's data config and Hub config read):
-    input size, mean/std, and our evaluation transform's resize-and-crop (bicubic, crop_pct). The architecture's
+    input size, mean/std, and the model's evaluation resize-and-crop (its config's interpolation, crop_pct and
+    crop_mode, as its image processor; default bicubic, 0.875, center). The architecture's
     structural entries stay; those describing timm's released weights (hub id, tag, license, ...) go."""
     from ..data.transforms import PreprocessSpec
 
@@ -117,8 +118,9 @@ def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
     target.pretrained_cfg = {
         **{k: v for k, v in target.pretrained_cfg.items() if k in structural},
         "input_size": (config.num_channels, height, width), "mean": tuple(config.image_mean),
-        "std": tuple(config.image_std), "interpolation": "bicubic", "crop_pct": PreprocessSpec.crop_pct,
-        "crop_mode": "center", "num_classes": target.num_classes,
+        "std": tuple(config.image_std), "interpolation": getattr(config, "interpolation", None) or "bicubic",
+        "crop_pct": getattr(config, "crop_pct", None) or PreprocessSpec.crop_pct,
+        "crop_mode": getattr(config, "crop_mode", None) or "center", "num_classes": target.num_classes,
     }
 
 
