@@ -414,3 +414,18 @@ def test_swin_with_uniform_attention_end_to_end():
     np.testing.assert_allclose(per_block[2], 8 * (2 + math.sqrt(2)) / 4, rtol=1e-5)
     # stage 3's 2x2 map is one window: the same distances at 16 px
     np.testing.assert_allclose(per_block[4], 16 * (2 + math.sqrt(2)) / 4, rtol=1e-5)
+
+
+def test_load_model_applies_the_cpu_opt_in_unless_told_not_to(tmp_path):
+    from torch import nn
+
+    from hf_vision.analysis.report import load_model
+    from hf_vision.optimize import is_optimized_for_cpu
+
+    _tiny_mae().save_pretrained(tmp_path)
+    assert is_optimized_for_cpu(load_model(tmp_path))
+    plain = load_model(tmp_path, optimize_for_cpu=False)
+    assert not is_optimized_for_cpu(plain) and any(type(m) is nn.Linear for m in plain.modules())
+    script = runpy.run_path(str(ROOT / "scripts" / "visualize.py"), run_name="visualize")
+    assert script["parse_args"](["--no_optimize_for_cpu"]).optimize_for_cpu is False
+    assert script["parse_args"]([]).optimize_for_cpu is True

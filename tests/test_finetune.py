@@ -57,8 +57,13 @@ def test_parse_overrides():
         parse_overrides("image_size")
 
 
-def test_finetune_default_model_on_embedded_digits(tmp_path):
+def test_finetune_default_model_on_embedded_digits(tmp_path, monkeypatch):
+    from hf_vision.training import finetune
+
+    optimized = []  # on CPU the run trains under optimize_for_cpu by default
+    monkeypatch.setattr(finetune, "optimize_for_cpu", lambda model: optimized.append(type(model)))
     metrics, out = _run(tmp_path, "--config_overrides", TINY)
+    assert optimized == [hf_vision.ViTForImageClassification]
     results = json.loads((out / "all_results.json").read_text())
     for key in ("eval_top1_accuracy", "eval_top5_accuracy", "train_loss"):
         assert key in results and key in metrics
@@ -264,6 +269,12 @@ def test_two_process_resume_with_workers_is_exact(tmp_path):
     assert _logged_losses(cut / "checkpoint-4") == _logged_losses(full / "checkpoint-4")
     a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_optimize_for_cpu_flag():
+    model_args = _script().parse_args(["--output_dir", "x"])[0]
+    assert model_args.optimize_for_cpu is True
+    assert _script().parse_args(["--output_dir", "x", "--no_optimize_for_cpu"])[0].optimize_for_cpu is False
 
 
 def run_fault_injection(script: str, tag: str, args: list[str], work: Path) -> dict:

@@ -167,6 +167,27 @@ def test_two_process_cpu_run_sees_disjoint_data(tmp_path):
     assert type(hf_vision.MAEForPreTraining.from_pretrained(out)) is hf_vision.MAEForPreTraining
 
 
+def test_cpu_opt_in_is_default_and_leaves_the_saved_model_alone(tmp_path, monkeypatch):
+    """On CPU training runs under optimize_for_cpu unless --no_optimize_for_cpu; the saved files match."""
+    from safetensors.torch import load_file
+
+    from hf_vision.optimize import is_optimized_for_cpu
+    from hf_vision.training import pretrain
+
+    seen = []
+    real = pretrain.optimize_for_cpu
+    monkeypatch.setattr(pretrain, "optimize_for_cpu", lambda model: seen.append(model) or real(model))
+    _script().main(["--output_dir", str(tmp_path / "on"), "--max_steps", "1", *BASE])
+    assert len(seen) == 1 and is_optimized_for_cpu(seen[0])
+    _script().main(["--output_dir", str(tmp_path / "off"), "--max_steps", "1", *BASE, "--no_optimize_for_cpu"])
+    assert len(seen) == 1
+    assert (tmp_path / "on" / "config.json").read_text() == (tmp_path / "off" / "config.json").read_text()
+    on, off = load_file(tmp_path / "on" / "model.safetensors"), load_file(tmp_path / "off" / "model.safetensors")
+    assert on.keys() == off.keys()
+    for key in on:
+        torch.testing.assert_close(on[key], off[key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
 @pytest.mark.slow
 def test_kill_at_every_file_of_a_checkpoint_write_and_mid_rotation_resumes_exactly(tmp_path):
     """A kill before each file operation of saving step 4 (Accelerate's state files, data position, trainer state,

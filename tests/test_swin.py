@@ -276,7 +276,7 @@ def test_state_dict_keys_are_the_official_format():
                 "swin.layers.0.blocks.1.attn.relative_position_bias_table", "swin.layers.0.blocks.1.attn.qkv.weight",
                 "swin.layers.0.blocks.1.attn.proj.bias", "swin.layers.0.blocks.0.norm1.weight",
                 "swin.layers.0.blocks.0.mlp.fc2.weight", "swin.layers.0.downsample.reduction.weight",
-                "swin.layers.0.downsample.norm.bias", "swin.norm.weight", "head.weight"]:
+                "swin.layers.0.downsample.norm.bias", "swin.norm.weight", "classifier.weight"]:
         assert key in keys, key
     assert "swin.layers.0.downsample.reduction.bias" not in keys  # Linear 4C -> 2C without bias
 
@@ -375,3 +375,22 @@ def test_backbone_from_a_classification_checkpoint(tmp_path):
     b, c, h, w = maps[-1].shape
     # (B, C, H, W) -> (B, H*W, C)
     torch.testing.assert_close(maps[-1].flatten(2).transpose(1, 2), tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_saved_with_the_old_head_name_still_loads(tmp_path):
+    """The classifier is `classifier` in every family; a checkpoint saved when Swin's was `head` loads the same."""
+    from safetensors.torch import load_file, save_file
+
+    model = _model(hf_vision.SwinForImageClassification, depths=(2, 1), num_heads=(1, 2)).eval()
+    assert isinstance(model.classifier, torch.nn.Linear) and not hasattr(model, "head")
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    renamed = {("head." + k[len("classifier."):] if k.startswith("classifier.") else k): v for k, v in weights.items()}
+    assert {"head.weight", "head.bias"} <= renamed.keys() and not any(k.startswith("classifier.") for k in renamed)
+    save_file(renamed, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded = hf_vision.SwinForImageClassification.from_pretrained(tmp_path).eval()
+    x = torch.randn(2, 3, *model.config.image_size) if isinstance(model.config.image_size, (tuple, list)) else \
+        torch.randn(2, 3, model.config.image_size, model.config.image_size)
+    torch.testing.assert_close(loaded.classifier.weight, model.classifier.weight, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, model(x).logits)

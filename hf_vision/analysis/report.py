@@ -68,11 +68,16 @@ def load_images(folder: str | Path | None = None, *, limit: int | None = None) -
     return images[:limit] if limit else images
 
 
-def load_model(name_or_path: str | Path) -> nn.Module:
-    """Load any checkpoint hf_vision reads (ours as the class it was saved as, timm, transformers), in eval mode."""
+def load_model(name_or_path: str | Path, *, optimize_for_cpu: bool = True) -> nn.Module:
+    """Load any checkpoint hf_vision reads (ours as the class it was saved as, timm, transformers), in eval mode;
+    on CPU with `hf_vision.optimize_for_cpu` applied unless `optimize_for_cpu=False`."""
     from ..hub import from_pretrained
+    from ..optimize import optimize_for_cpu as optimize
 
-    return from_pretrained(str(name_or_path)).eval()
+    model = from_pretrained(str(name_or_path)).eval()
+    if optimize_for_cpu and all(p.device.type == "cpu" for p in model.parameters()):
+        optimize(model)
+    return model
 
 
 def default_model_dir() -> Path:

@@ -45,7 +45,7 @@ from . import (
 
 _TABLE = "relative_position_bias_table"
 # our classifier's state-dict prefix (SwinForImageClassification); every map below goes through it
-HEAD = "head."
+HEAD = "classifier."
 _SHAPE_ONLY = ("relative_position_index", "attn_mask")  # buffers each library derives from the window
 
 
@@ -152,7 +152,7 @@ def timm_config(model: nn.Module, **overrides: Any) -> SwinConfig:
 
 
 def timm_key(key: str) -> str | None:
-    """timm state-dict key -> ours (under `swin.`, head at the top); None to drop."""
+    """timm state-dict key -> ours (under `swin.`, the classifier at the top); None to drop."""
     if key.startswith("head.fc."):
         return HEAD + key[len("head.fc."):]
     match = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", key)
@@ -217,7 +217,6 @@ _TRANSFORMERS_RENAMES = [
     (r"\.attention\.relative_position_bias\.relative_position_bias_table$", ".attn.relative_position_bias_table"),
     (r"\.attention\.o_proj\.", ".attn.proj."),
     (r"^(swin\.)?layernorm\.", r"\1norm."),
-    (r"^classifier\.", HEAD),
 ]
 
 
@@ -259,8 +258,8 @@ def from_transformers_swin(model: nn.Module, **overrides: Any) -> nn.Module:
 
 # ---------------------------------------------------------------- Microsoft's release
 def official_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig) -> dict[str, torch.Tensor]:
-    """Microsoft's keys (already ours) under `swin.`, head on top; shape-only buffers dropped; tables of clamped
-    stages embedded, tables of another window size resized."""
+    """Microsoft's keys (already ours) under `swin.`, their `head` as our `classifier`; shape-only buffers
+    dropped; tables of clamped stages embedded, tables of another window size resized."""
     out = {}
     for key, value in state_dict.items():
         if key.endswith(("relative_position_index", "attn_mask")):

@@ -55,6 +55,7 @@ from ..data import (
     finetune_transform,
     load_image_source,
 )
+from ..optimize import optimize_for_cpu
 
 logger = logging.getLogger("hf_vision.training")
 
@@ -100,6 +101,9 @@ class ModelArguments:
         "help": "Partial fine-tuning: train only the last N blocks (and the head)."})
     base_learning_rate: float | None = field(default=None, metadata={
         "help": "If set, learning_rate = base_learning_rate * effective batch / 256 (MAE's rule)."})
+    optimize_for_cpu: bool = field(default=True, metadata={
+        "help": "On CPU, train with hf_vision.optimize_for_cpu (oneDNN Linear); --no_optimize_for_cpu turns it "
+                "off. The saved model is the same either way."})
     recipe: str = field(default="auto", metadata={
         "help": "Defaults for unset augmentation/regularisation options: auto (demo on the embedded digits, "
                 "mae otherwise), mae, or demo."})
@@ -485,6 +489,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     if model_args.linear_probe:
         overrides.setdefault("classifier_norm", "batchnorm")
     model = build_classifier(model_args.model, labels=labels, overrides=overrides)
+    if model_args.optimize_for_cpu and training_args.device.type == "cpu":
+        optimize_for_cpu(model)
     trainable = configure_trainable(model, linear_probe=model_args.linear_probe,
                                     train_last_blocks=model_args.train_last_blocks)
     model.config.crop_pct = data_args.eval_crop_pct  # the saved image processor repeats the evaluation transform

@@ -36,6 +36,7 @@ import torch
 
 from ..data import Collate, ImageStream, PreprocessSpec, StreamLoader, available_splits, eval_transform, \
     load_image_source, pretrain_transform
+from ..optimize import optimize_for_cpu
 from .finetune import check_output_dir, check_same_max_steps, parse_overrides
 
 logger = logging.getLogger("hf_vision.training")
@@ -97,6 +98,9 @@ class PretrainArguments:
                 "processes then form one gloo group)."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Write into a non-empty --output_dir (its old checkpoints are removed); not needed to resume."})
+    optimize_for_cpu: bool = field(default=True, metadata={
+        "help": "On CPU, train with hf_vision.optimize_for_cpu (oneDNN Linear); --no_optimize_for_cpu turns it "
+                "off. The saved model is the same either way."})
     push_to_hub: bool = False
     hub_model_id: str | None = None
 
@@ -293,6 +297,8 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     model = build_mae(args.model, overrides)
+    if args.optimize_for_cpu and accelerator.device.type == "cpu":
+        optimize_for_cpu(model)
     spec = PreprocessSpec.from_model(model)
     source = load_image_source(args.dataset, args.train_split, config_name=args.dataset_config,
                                image_column=args.image_column, with_labels=False)
