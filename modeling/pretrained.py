@@ -321,16 +321,16 @@ def upload_folder_in_one_commit(folder: str | os.PathLike, repo_id: str, *, comm
                                 commit_description: str | None = None, private: bool | None = None,
                                 token: bool | str | None = None, revision: str | None = None,
                                 create_pr: bool = False, tags: list[str] | None = None):
-    """The folder as saved, in one commit (huggingface_hub's public API), for remote code without hf_vision;
+    """The folder as saved, in one commit (through transformers' Hub client), for remote code without hf_vision;
     without a README.md it gets transformers' own card, as transformers' push_to_hub writes it."""
-    from huggingface_hub import HfApi
-    from transformers.utils.hub import create_and_tag_model_card
+    from transformers.utils.hub import create_and_tag_model_card, hf_api
 
-    api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    api = hf_api()
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, token=token).repo_id
     if not (Path(folder) / "README.md").exists():
         create_and_tag_model_card(repo_id, tags, token=token).save(Path(folder) / "README.md")
     if revision and revision != "main" and not create_pr:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
+        api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
     return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message or "Upload model",
-                             commit_description=commit_description, revision=revision, create_pr=create_pr)
+                             commit_description=commit_description, revision=revision, create_pr=create_pr,
+                             token=token)
