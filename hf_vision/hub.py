@@ -20,8 +20,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+<<<<<<< HEAD
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
+=======
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import (
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+>>>>>>> main
 
 from . import convert
 from .model_card import OUR_CARD_TAG, UNPUBLISHED_LOCATION, card_for_folder, card_for_model, validate_card
@@ -84,6 +97,8 @@ def push_folder(
     card fields. Every other push path (our models' `push_to_hub`, `save_pretrained(push_to_hub=True)`, the
     Trainer's push, the scripts) ends here. Subfolders (Trainer's checkpoint-*/, runs/) are not uploaded.
     """
+    if not Path(folder).exists():  # named as typed ("./run", not Path's "run")
+        raise FileNotFoundError(f"{os.fspath(folder)} does not exist")
     folder = Path(folder)
     check_checkpoint_folder(folder)
     files = {p.name: p for p in sorted(folder.iterdir())
@@ -149,6 +164,8 @@ def is_generated_card(readme: Path | None) -> bool:
 
 def check_checkpoint_folder(folder: Path) -> None:
     """Refuse to upload a folder that would not load as remote code (the error names what is absent)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist" if not folder.exists() else f"{folder} is not a folder")
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: save it with model.save_pretrained(folder) first")
     config = json.loads((folder / "config.json").read_text())
@@ -177,6 +194,46 @@ PROCESSOR_FILE = "preprocessor_config.json"
 OFFICIAL_SUFFIXES = (".npz", ".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
+def check_local_path(name_or_path: str | os.PathLike) -> None:
+    """Fail before any Hub lookup when `name_or_path` can only mean a local path and nothing exists there.
+
+    A Path object, or a string that is not a valid Hub repo id ("./my-vit", "my_dir/", "a/b/c", "~/ckpt"), is a
+    local path; a valid repo id ("org/name", "my-vit") that is not a local folder goes on to the Hub.
+    """
+    text = os.fspath(name_or_path)
+    if Path(text).expanduser().exists():
+        return
+    if not isinstance(name_or_path, str):
+        raise FileNotFoundError(f"{text} does not exist")
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise FileNotFoundError(f"{text} does not exist (no such local file or folder, and not a Hub repo id "
+                                "of the form 'name' or 'org/name')") from None
+
+
+def hub_error(name: str, error: Exception, *, revision: str | None = None,
+              cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> OSError:
+    """One sentence for a failed Hub lookup of `name`: what was tried, which cache was searched, what to do."""
+    cache = cache_dir or hub_constants.HF_HUB_CACHE
+    where = f"{name!r} is not a local folder (in {Path.cwd()})"
+    if isinstance(error, RepositoryNotFoundError):
+        return OSError(f"{where}, and the Hub ({hub_constants.ENDPOINT}) has no repo {name!r} that this token can "
+                       "read (private or gated repos need `hf auth login` or token=)")
+    if isinstance(error, RevisionNotFoundError):
+        return OSError(f"{where}, and the Hub repo {name!r} has no revision {revision!r}")
+    if isinstance(error, LocalEntryNotFoundError):
+        if hub_constants.HF_HUB_OFFLINE or local_files_only:
+            switch = "HF_HUB_OFFLINE=1" if hub_constants.HF_HUB_OFFLINE else "local_files_only=True"
+            return OSError(f"{where}, and the Hub repo {name!r} is not in the cache {cache} (offline: {switch}); "
+                           "download it once online (unset HF_HUB_OFFLINE / drop local_files_only) or pass a "
+                           "local folder")
+        return OSError(f"{where}, the Hub ({hub_constants.ENDPOINT}) could not be reached for {name!r} and the "
+                       f"cache {cache} does not hold it: check the network, or pass a local folder (HF_HUB_OFFLINE=1 "
+                       "skips the Hub's retries when working from the cache)")
+    return OSError(f"{where}, and fetching {name!r} from the Hub failed: {str(error).splitlines()[0]}")
+
+
 def from_pretrained(
     name_or_path: str | os.PathLike,
     *,
@@ -200,6 +257,7 @@ def from_pretrained(
     from hf_vision.modeling.pretrained import lenient_loading
 
     hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
+    check_local_path(name_or_path)
     path = Path(name_or_path)
     if path.is_file():
         if preset is None:
@@ -248,13 +306,18 @@ def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:
     if local.is_dir():
         file = local / filename
         return json.loads(file.read_text()) if file.is_file() else None
+    check_local_path(name_or_path)
     try:
         file = hf_hub_download(name_or_path, filename, **_drop_none(hub))
-    except RemoteEntryNotFoundError:  # the repo exists without this file (offline misses propagate as OSError)
+    except RemoteEntryNotFoundError:  # the repo exists without this file
         return None
+    except OSError as error:  # offline miss, unreachable Hub, unknown repo or revision
+        raise hub_error(name_or_path, error, revision=hub.get("revision"), cache_dir=hub.get("cache_dir"),
+                        local_files_only=bool(hub.get("local_files_only"))) from error
     return json.loads(Path(file).read_text())
 
 
+<<<<<<< HEAD
 def _read_processor(name_or_path: str, kind: str, hub: dict[str, Any]) -> dict | None:
     """A transformers checkpoint's preprocessor_config.json, or None where it has (or the cache holds) none."""
     if kind != "transformers":
@@ -263,6 +326,14 @@ def _read_processor(name_or_path: str, kind: str, hub: dict[str, Any]) -> dict |
         return _read_json(name_or_path, PROCESSOR_FILE, **hub)
     except LocalEntryNotFoundError:  # offline and not cached: the converted model keeps our default preprocessing
         return None
+=======
+def read_config(name_or_path: str | os.PathLike, **hub: Any) -> dict:
+    """config.json of a local folder or Hub repo; errors name what was typed (see check_local_path, hub_error)."""
+    config = _read_json(os.fspath(name_or_path), "config.json", **hub)
+    if config is None:
+        raise ValueError(f"{name_or_path} has no config.json (neither a local folder nor a Hub repo with one)")
+    return config
+>>>>>>> main
 
 
 def _our_class(config: dict, auto_class: str | None):
@@ -344,6 +415,7 @@ def convert_checkpoint(
     source model's on a random batch; a difference above `atol` raises. Returns a small report.
     """
     hub = dict(revision=revision, cache_dir=cache_dir)
+    check_local_path(source)
     path = Path(source)
     reference, kind = None, "official"
     if path.is_file():

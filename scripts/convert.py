@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from hf_vision.cli import run_main
 from hf_vision.hub import EXPORT_TARGETS, convert_checkpoint, export_checkpoint, from_pretrained, push_folder
 
 
@@ -55,4 +56,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(lambda argv: main(parse_args(argv)))

@@ -11,10 +11,10 @@ hf_vision.training.pretrain.PretrainArguments.
 from __future__ import annotations
 
 import json
-import sys
 
 from transformers import HfArgumentParser
 
+from hf_vision.cli import run_main
 from hf_vision.training.pretrain import PretrainArguments, pretrain
 
 
@@ -33,4 +33,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

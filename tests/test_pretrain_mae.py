@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ from PIL import Image
 
 import hf_vision
 from hf_vision.training.pretrain import NonFiniteLossError, list_checkpoints, resolve_checkpoint
+
+from .isolation import isolated_command
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,decoder_hidden_size=32,"
@@ -55,16 +56,13 @@ def test_pretrain_end_to_end_outputs(tmp_path):
     assert type(AutoModel.from_pretrained(out)) is hf_vision.MAEModel
     # Remote code, in an interpreter that cannot import hf_vision or modeling.
     code = (
-        "import sys, sysconfig; sys.path.append(sysconfig.get_paths()['purelib'])\n"
-        "import importlib.util\n"
-        "assert importlib.util.find_spec('hf_vision') is None and importlib.util.find_spec('modeling') is None\n"
         "import torch\n"
         "from transformers import AutoModelForPreTraining\n"
         f"m = AutoModelForPreTraining.from_pretrained({str(out)!r}, trust_remote_code=True)\n"
         "print(type(m).__name__, m(torch.randn(1, 3, 32, 32)).loss.shape)\n"
     )
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
+    result = subprocess.run(isolated_command(code), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[0] == "MAEForPreTraining"
 

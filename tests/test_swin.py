@@ -282,13 +282,8 @@ def test_state_dict_keys_are_the_official_format():
 
 
 _REMOTE = """
-import importlib.util, json, sys
-repo, ckpt = sys.argv[1], sys.argv[2]
-sys.path[:] = [p for p in sys.path if p not in ("", ".", repo) and not p.startswith(repo)]
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
-                    and "editable" not in getattr(f, "__name__", "").lower()]
-for name in ("hf_vision", "modeling"):
-    assert importlib.util.find_spec(name) is None, name + " is importable"
+import json, sys
+ckpt = sys.argv[1]
 import torch
 from transformers import AutoModelForImageClassification
 model = AutoModelForImageClassification.from_pretrained(ckpt, trust_remote_code=True).eval()
@@ -301,16 +296,15 @@ with torch.no_grad():
 def test_remote_code_checkpoint_runs_without_the_package(tmp_path):
     import json
     import subprocess
-    import sys
-    from pathlib import Path
+
+    from .isolation import isolated_command
 
     model = _model(hf_vision.SwinForImageClassification)
     model.save_pretrained(tmp_path / "ckpt")
     auto_map = json.loads((tmp_path / "ckpt" / "config.json").read_text())["auto_map"]
     assert auto_map["AutoBackbone"] == "modeling_swin.SwinBackbone"
-    repo = str(Path(hf_vision.__file__).resolve().parents[1])
     result = subprocess.run(
-        [sys.executable, "-c", _REMOTE, repo, str(tmp_path / "ckpt")], cwd=tmp_path, capture_output=True, text=True,
+        isolated_command(_REMOTE, str(tmp_path / "ckpt")), cwd=tmp_path, capture_output=True, text=True,
         timeout=300, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
                           "TRANSFORMERS_VERBOSITY": "error"},
     )

@@ -56,6 +56,7 @@ from ..data import (
     load_image_source,
 )
 from ..optimize import optimize_for_cpu
+from ..hub import check_local_path, read_config
 
 logger = logging.getLogger("hf_vision.training")
 
@@ -195,7 +196,7 @@ def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dic
         else:
             config = hf_vision.get_config(name, **labels, **overrides)
         return AutoModelForImageClassification.from_config(config)
-    saved, _ = PretrainedConfig.get_config_dict(name)
+    saved = read_config(name)  # a mistyped path or an unreachable repo fails here, naming `name`
     if saved.get("model_type") == MAEConfig.model_type:  # an MAE pre-training run: its encoder, a new head
         config = vit_config_from_mae(MAEConfig.from_pretrained(name), **labels, **overrides)
         return ViTForImageClassification.from_pretrained(name, config=config)
@@ -471,6 +472,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
                 logger.warning("--overwrite_output_dir: removing %s of an earlier run", old)
                 remove_checkpoint(old)
     _barrier()
+    if model_args.model:  # a mistyped --model path fails now, naming it, not after the data is prepared
+        check_local_path(model_args.model)
     set_seed(training_args.seed)  # the fresh weights (head, or a whole model) are part of the run's reproducibility
     recipe = resolve_recipe(model_args, data_args)
     train_source = load_image_source(data_args.dataset, data_args.train_split, config_name=data_args.dataset_config,
