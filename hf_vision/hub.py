@@ -20,11 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-<<<<<<< HEAD
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, hf_hub_download
-from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
-=======
-from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import (
     HFValidationError,
@@ -34,7 +30,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
->>>>>>> main
 
 from . import convert
 from .model_card import OUR_CARD_TAG, UNPUBLISHED_LOCATION, card_for_folder, card_for_model, validate_card
@@ -317,23 +312,22 @@ def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:
     return json.loads(Path(file).read_text())
 
 
-<<<<<<< HEAD
 def _read_processor(name_or_path: str, kind: str, hub: dict[str, Any]) -> dict | None:
     """A transformers checkpoint's preprocessor_config.json, or None where it has (or the cache holds) none."""
     if kind != "transformers":
         return None
     try:
         return _read_json(name_or_path, PROCESSOR_FILE, **hub)
-    except LocalEntryNotFoundError:  # offline and not cached: the converted model keeps our default preprocessing
+    except OSError:  # config.json came from here, so: offline and not cached; our default preprocessing stays
         return None
-=======
+
+
 def read_config(name_or_path: str | os.PathLike, **hub: Any) -> dict:
     """config.json of a local folder or Hub repo; errors name what was typed (see check_local_path, hub_error)."""
     config = _read_json(os.fspath(name_or_path), "config.json", **hub)
     if config is None:
         raise ValueError(f"{name_or_path} has no config.json (neither a local folder nor a Hub repo with one)")
     return config
->>>>>>> main
 
 
 def _our_class(config: dict, auto_class: str | None):
