@@ -125,7 +125,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text()
     pattern = re.search(r"grep -E '([^']+)' README\.md", ci).group(1)
     matches = [line for line in README.read_text().splitlines() if re.search(pattern, line)]
-    assert matches == ['pip install torch==2.14.1 torchvision==0.29.1 -e ".[test]" && python -m pytest -q']
+    assert matches == ['pip install torch==2.14.1 torchvision==0.29.1 -e ".[test]" && python -m pytest -q -n 2']
     assert "exit code 5" in ci and "venv" in ci
 
 
