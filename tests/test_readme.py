@@ -108,7 +108,8 @@ def test_skipped_block_has_a_true_reason(block):
     assert block.kind in KINDS, f"{block.id}: readme-test kind {block.kind!r} is not one of {KINDS}"
     assert len(block.reason) > 10, f"{block.id}: say why the block is not run"
     if block.kind == "network":
-        remote = re.search(r"pretrained=True|from_pretrained\(\"[\w.-]+/[\w.-]+\"|push_to_hub|\.npz|\.pth", block.code)
+        remote = re.search(r"pretrained=True|(from_pretrained\(|model=)\"[\w.-]+/[\w.-]+\"|push_to_hub|\.npz|\.pth",
+                           block.code)
         assert remote, f"{block.id} is marked network but fetches nothing"
     elif block.kind == "ci":
         ci = (ROOT / ".ci" / "run").read_text()
