@@ -110,6 +110,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> t
 # it (another label set than the checkpoint's, or a checkpoint of another task: a backbone or MAE checkpoint into
 # a classifier); a headless model drops the checkpoint's head. Everything else must match exactly.
 HEAD_MODULES = ("classifier", "head", "head_norm", "fc_norm", "hidden_states_norms")
+# The module whose rows are the labels: a new label set (num_labels/id2label other than the checkpoint's) restarts it.
+LABEL_MODULE = "classifier"
 
 # `from_pretrained` keywords that belong to transformers' loader, not to the config.
 _LOADER_KWARGS = (
@@ -197,9 +199,10 @@ def plan_loading(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool
     """Check an (adapted) checkpoint against `model` (a skeleton: only names, shapes and dtypes are read).
 
     Returns the state dict to load and the keys that will be freshly initialised. Raises on anything issue #16
-    forbids: a head that does not fit although the caller kept the label set and task, wrong-shaped weights
-    without `ignore_mismatched_sizes=True`, non-floating values for floating weights, non-finite weights without
-    `allow_nonfinite=True`; missing or unexpected weights raise unless `strict=False` (then a warning).
+    forbids: wrong-shaped weights (a head too, when the caller kept the label set and task) without
+    `ignore_mismatched_sizes=True`, non-floating values for floating weights, non-finite weights without
+    `allow_nonfinite=True`; missing (a head too, unless the label set or task changed) or unexpected weights raise
+    unless `strict=False` (then they are reported with the freshly initialised keys).
     """
     name = type(model).__name__
     heads = tuple(model._head_modules)
@@ -225,21 +228,23 @@ def plan_loading(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool
     for key, target in own.items():
         head = _head_of(key, heads)
         saved = state_dict.get(key)
-        if saved is not None and tuple(saved.shape) == tuple(target.shape):
+        same_shape = saved is not None and tuple(saved.shape) == tuple(target.shape)
+        if head is not None and new_labels and (head == LABEL_MODULE or not same_shape):
+            fresh.append(key)  # another label set: even a same-sized classifier means other classes
+            continue
+        if same_shape:
             continue
         if saved is None and any(p.search(key) for p in ignore_missing):
             continue
         shapes = f"checkpoint {tuple(saved.shape)} vs model {tuple(target.shape)}" if saved is not None else \
             f"missing, model {tuple(target.shape)}"
-        if head is not None and (new_labels or (new_task and saved is None and head not in head_in_checkpoint)):
+        if head is not None and new_task and saved is None and head not in head_in_checkpoint:
             fresh.append(key)
         elif saved is not None and ignore_mismatched_sizes:
             fresh.append(key)
         elif saved is not None:
             (head_problems if head else wrong_shape).append(f"  {key}: {shapes}")
-        elif head is not None:
-            head_problems.append(f"  {key}: {shapes}")
-        else:
+        else:  # a missing head too: the caller kept the checkpoint's label set and task
             missing.append(key)
     for key in state_dict:
         if key in own or any(p.search(key) for p in ignore_unexpected):
@@ -251,19 +256,21 @@ def plan_loading(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool
     if head_problems or wrong_shape:
         lines = "\n".join(head_problems + wrong_shape)
         raise ValueError(
-            f"{name}: checkpoint weights do not fit the model although the label set and task are the "
-            f"checkpoint's:\n{lines}\nPass num_labels/id2label for a new head, or ignore_mismatched_sizes=True "
-            "to re-initialise wrong-shaped weights."
+            f"{name}: checkpoint weights have the wrong shape (the label set and task are the checkpoint's):\n"
+            f"{lines}\nPass ignore_mismatched_sizes=True to re-initialise them, or num_labels/id2label for a new head."
         )
     if missing or unexpected:
-        problems = [f"missing from the checkpoint (would stay randomly initialised): {', '.join(missing)}"] \
-            if missing else []
+        described = ", ".join(f"{key} {tuple(own[key].shape)}" for key in missing)
+        problems = [f"missing from the checkpoint (would stay randomly initialised): {described}"] if missing else []
         if unexpected:
             problems.append(f"in the checkpoint but not in the model (would be ignored): {', '.join(unexpected)}")
         message = f"{name}: weights do not match the checkpoint; " + "; ".join(problems)
         if strict:
-            raise ValueError(message + ". Fix the checkpoint or the config, or pass strict=False to accept it.")
-        warnings.warn(message, stacklevel=3)
+            raise ValueError(message + ". Fix the checkpoint or the config, or pass strict=False to load it with "
+                             "the missing weights freshly initialised.")
+        if unexpected:  # the missing ones are reported once, with every freshly initialised key
+            warnings.warn(f"{name}: ignored, in the checkpoint but not in the model: {', '.join(unexpected)}",
+                          stacklevel=3)
         fresh.extend(missing)
     fresh_set = set(fresh)
     kept = {k: v for k, v in state_dict.items() if k in own and k not in fresh_set}
