@@ -206,3 +206,54 @@ def test_remote_code_applies_the_policy(checkpoints, tmp_path):
         if name in OPT_IN:
             assert report[name]["loaded"].startswith("transformers_modules"), report[name]
             assert len(report[name]["fresh"]) == (1 if OPT_IN[name][1] else 0), report[name]
+
+
+# Config fields that can only produce NaN or a silent mismatch: refused at construction and at from_pretrained of
+# a saved checkpoint whose config.json was edited. (field override, substrings of the error)
+BAD_CONFIGS = {
+    "layer_norm_eps_zero": ({"layer_norm_eps": 0.0}, ["layer_norm_eps=0.0", "positive"]),
+    "layer_norm_eps_negative": ({"layer_norm_eps": -1e-6}, ["layer_norm_eps=-1e-06", "positive"]),
+    "image_std_zero": ({"image_std": [0.5, 0.0, 0.5]}, ["image_std=[0.5, 0.0, 0.5]", "finite positive"]),
+    "image_std_length": ({"image_std": [0.5, 0.5]}, ["image_std", "num_channels=3"]),
+    "dropout": ({"hidden_dropout_prob": 1.0}, ["hidden_dropout_prob=1.0", "[0, 1)"]),
+    "drop_path_rate": ({"drop_path_rate": -0.1}, ["drop_path_rate=-0.1", "[0, 1)"]),
+    "architectures": ({"architectures": ["BertModel"]}, ["architectures", "'BertModel'", "'ViTModel'"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_bad_config_is_refused_at_construction(case):
+    override, parts = BAD_CONFIGS[case]
+    with pytest.raises(ValueError) as error:
+        tiny_vit(**override)
+    for part in parts:
+        assert part in str(error.value), (part, str(error.value))
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("case", [*BAD_CONFIGS, "id2label_vs_num_labels"])
+def test_edited_config_json_is_refused(checkpoints, tmp_path, case, entry):
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(checkpoints["intact"], folder)
+    saved = json.loads((folder / "config.json").read_text())
+    override, parts = BAD_CONFIGS.get(case, ({"num_labels": 5}, ["num_labels=5", "id2label (3 entries)"]))
+    (folder / "config.json").write_text(json.dumps({**saved, **override}))
+    with pytest.raises(ValueError) as error:
+        ENTRIES[entry](folder)
+    for part in parts:
+        assert part in str(error.value), (part, str(error.value))
+
+
+def test_other_families_check_the_shared_fields():
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        hf_vision.SwinConfig(layer_norm_eps=0.0)
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        hf_vision.SwinConfig(mlp_ratio=0.0)
+    with pytest.raises(ValueError, match="mask_ratio"):
+        hf_vision.MAEConfig(mask_ratio=1.0)
+    with pytest.raises(ValueError, match="image_std"):
+        hf_vision.MAEConfig(image_std=[0.2, 0.2, 0.0])
+    with pytest.raises(ValueError, match="architectures"):
+        hf_vision.MAEConfig(architectures=["ViTForImageClassification"])
