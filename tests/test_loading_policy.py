@@ -257,3 +257,20 @@ def test_other_families_check_the_shared_fields():
         hf_vision.MAEConfig(image_std=[0.2, 0.2, 0.0])
     with pytest.raises(ValueError, match="architectures"):
         hf_vision.MAEConfig(architectures=["ViTForImageClassification"])
+
+
+def test_processor_with_zero_std_is_refused(checkpoints, tmp_path):
+    import shutil
+
+    from transformers import AutoImageProcessor
+
+    from hf_vision.data.transforms import PreprocessSpec
+
+    folder = tmp_path / "edited"
+    shutil.copytree(checkpoints["intact"], folder)
+    saved = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**saved, "image_std": [0.5, 0.0, 0.5]}))
+    with pytest.raises(ValueError, match=r"image_std=\[0.5, 0.0, 0.5\] must hold finite positive"):
+        PreprocessSpec.from_processor(AutoImageProcessor.from_pretrained(folder))
+    with pytest.raises(ValueError, match="image_std"):
+        PreprocessSpec((32, 32), (0.5, 0.5, 0.5), (0.5, 0.5))
