@@ -15,9 +15,11 @@ import contextvars
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -363,24 +365,114 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         return entries
 
     def image_processor(self):
-        """The preprocessing this model expects (resize to the config's size, normalise with its mean/std)."""
-        from transformers import ViTImageProcessor
+        """The evaluation preprocessing this model expects: resize the shorter side to size / crop_pct, centre-crop
+        to the config's size, normalise with its mean/std (BitImageProcessor is the transformers processor that
+        resizes by the shorter side and centre-crops). `crop_pct`, `interpolation` and `crop_mode` are optional
+        config fields (default 0.875, bicubic, "center", as timm and the papers evaluate; "squash" resizes straight
+        to the model size, as transformers' ViT processor); converters carry the source's values over."""
+        from transformers import BitImageProcessor
 
         size = self.config.image_size
         height, width = (size, size) if isinstance(size, int) else size
-        return ViTImageProcessor(
+        crop_pct = float(getattr(self.config, "crop_pct", None) or DEFAULT_CROP_PCT)
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"config.crop_pct={crop_pct} must be in (0, 1]")
+        interpolation = getattr(self.config, "interpolation", None) or DEFAULT_INTERPOLATION
+        if interpolation not in PIL_RESAMPLE:
+            raise ValueError(f"config.interpolation={interpolation!r} is not one of {', '.join(PIL_RESAMPLE)}")
+        crop_mode = getattr(self.config, "crop_mode", None) or "center"
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"config.crop_mode={crop_mode!r} is not one of {', '.join(CROP_MODES)}")
+        if crop_mode == "squash":
+            resize = {"height": height, "width": width}
+        elif height == width:  # the shorter side (the aspect ratio is kept), then the centre crop
+            resize = {"shortest_edge": math.floor(height / crop_pct)}
+        else:
+            resize = {"height": math.floor(height / crop_pct), "width": math.floor(width / crop_pct)}
+        return BitImageProcessor(
             do_resize=True,
-            size={"height": height, "width": width},
-            resample=3,  # bicubic, as timm and the papers' evaluation
+            size=resize,
+            resample=PIL_RESAMPLE[interpolation],
+            do_center_crop=crop_mode == "center",
+            crop_size={"height": height, "width": width},
+            do_rescale=True,
+            do_normalize=True,
             image_mean=list(self.config.image_mean),
             image_std=list(self.config.image_std),
+            do_convert_rgb=True,
         )
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+    def write_owned_files(self, save_directory: str | os.PathLike) -> None:
+        """The files besides weights and config that make the folder loadable as remote code: source, processor."""
+        write_remote_code(type(self), type(self.config), save_directory)
+        self.image_processor().save_pretrained(save_directory)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs) -> None:
+        """Weights, config with auto_map, model source and processor; with push_to_hub=True the complete folder is
+        then uploaded in one commit (hub options as in transformers: repo_id, commit_message, token, private,
+        create_pr, revision), through the publisher hf_vision registers (with its model card) when present."""
+        hub_options = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs} if push_to_hub else {}
         os.makedirs(save_directory, exist_ok=True)
         self.config.auto_map = self.auto_map()
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            write_remote_code(type(self), type(self.config), save_directory)
-            self.image_processor().save_pretrained(save_directory)
+            self.write_owned_files(save_directory)
+            if push_to_hub:
+                repo_id = hub_options.pop("repo_id", None) or Path(save_directory).resolve().name
+                return self._publish_folder(save_directory, repo_id, **hub_options)
+        return None
 
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+                    tags: list[str] | None = None):
+        """transformers' `push_to_hub`, uploading the complete folder `save_pretrained` writes in one commit."""
+        with tempfile.TemporaryDirectory(prefix="hfv-push-") as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            return self._publish_folder(folder, repo_id, commit_message=commit_message,
+                                        commit_description=commit_description, private=private, token=token,
+                                        revision=revision, create_pr=create_pr, tags=tags)
+
+    def _publish_folder(self, folder: str | os.PathLike, repo_id: str, **options):
+        """Upload a saved folder: hf_vision's publisher (validated card) when registered, else a plain upload."""
+        if PUBLISHER is not None:
+            return PUBLISHER(self, folder, repo_id, **options)
+        options["tags"] = [*(self.model_tags or []), *(options.get("tags") or [])] or None
+        return upload_folder_in_one_commit(folder, repo_id, **options)
+
+
+# Hub options `save_pretrained(..., push_to_hub=True, **options)` accepts (the rest go to transformers).
+HUB_OPTIONS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
+DEFAULT_CROP_PCT = 0.875
+DEFAULT_INTERPOLATION = "bicubic"
+CROP_MODES = ("center", "squash")
+PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values, as processors store them
+
+# Set by hf_vision (`hf_vision.hub.publish_folder`, which writes its validated model card): every push of our
+# models goes through it. Remote code running without hf_vision uploads the folder as it is.
+PUBLISHER = None
+
+
+def set_publisher(publisher) -> None:
+    """Route every push of our models through `publisher(model, folder, repo_id, **hub_options)`."""
+    global PUBLISHER
+    PUBLISHER = publisher
+
+
+def upload_folder_in_one_commit(folder: str | os.PathLike, repo_id: str, *, commit_message: str | None = None,
+                                commit_description: str | None = None, private: bool | None = None,
+                                token: bool | str | None = None, revision: str | None = None,
+                                create_pr: bool = False, tags: list[str] | None = None):
+    """The folder as saved, in one commit (through transformers' Hub client), for remote code without hf_vision;
+    without a README.md it gets transformers' own card, as transformers' push_to_hub writes it."""
+    from transformers.utils.hub import create_and_tag_model_card, hf_api
+
+    api = hf_api()
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, token=token).repo_id
+    if not (Path(folder) / "README.md").exists():
+        create_and_tag_model_card(repo_id, tags, token=token).save(Path(folder) / "README.md")
+    if revision and revision != "main" and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message or "Upload model",
+                             commit_description=commit_description, revision=revision, create_pr=create_pr,
+                             token=token)
