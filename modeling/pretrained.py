@@ -159,7 +159,10 @@ def _resolve(path: str, filename: str, hub: dict) -> str | None:
 
 def read_checkpoint(path: str, hub: dict, *, variant: str | None = None) -> dict[str, torch.Tensor]:
     """The whole state dict of a checkpoint: `model.safetensors`, a sharded index, or a torch `.bin` (weights only)."""
-    from safetensors.torch import load_file
+    from transformers.modeling_utils import load_state_dict  # public helper: safetensors or a weights-only .bin
+
+    def load_file(file: str) -> dict[str, torch.Tensor]:
+        return load_state_dict(file, map_location="cpu", weights_only=True)
 
     stem = "model" if variant is None else f"model.{variant}"
     single = _resolve(path, f"{stem}.safetensors", hub)
@@ -176,7 +179,7 @@ def read_checkpoint(path: str, hub: dict, *, variant: str | None = None) -> dict
         return state
     legacy = _resolve(path, "pytorch_model.bin" if variant is None else f"pytorch_model.{variant}.bin", hub)
     if legacy is not None:
-        return torch.load(legacy, map_location="cpu", weights_only=True)
+        return load_file(legacy)
     raise FileNotFoundError(f"{path} has no {stem}.safetensors, sharded index or pytorch_model.bin")
 
 
