@@ -40,3 +40,25 @@ def pair(size: int | Iterable[int], field: str = "image_size") -> tuple[int, int
     if len(size) != 2 or not all(isinstance(s, int) for s in size):
         raise ValueError(f"{field}={size!r} must be an int or a (height, width) pair")
     return size
+
+
+def check_common(config, architectures: Iterable[str]) -> None:
+    """Fields every family shares that can only produce NaN or a silent mismatch (issue #16)."""
+    check_positive(layer_norm_eps=config.layer_norm_eps)
+    check_finite_positive("image_std", config.image_std)
+    for name in config.architectures or ():
+        check_choice(f"architectures entry ({config.model_type})", name, architectures)
+
+
+def check_finite_positive(field: str, values: Iterable[float]) -> None:
+    for value in values:
+        if not 0.0 < value < float("inf"):
+            raise ValueError(f"{field}={list(values)!r} must hold finite positive numbers (it divides the pixels)")
+
+
+def check_saved_labels(config_dict: dict) -> None:
+    """A config.json whose `num_labels` and `id2label` disagree is refused rather than silently resolved."""
+    count, id2label = config_dict.get("num_labels"), config_dict.get("id2label")
+    if count is not None and id2label and count != len(id2label):
+        raise ValueError(f"num_labels={count} disagrees with id2label ({len(id2label)} entries); accepted: "
+                         "num_labels equal to the number of id2label entries, or only one of the two")

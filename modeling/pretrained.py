@@ -4,8 +4,9 @@
   follows single-dot relative imports in one folder), an `auto_map` for every Auto class the model fits, and
   the image processor config, so `AutoModel.from_pretrained(dir, trust_remote_code=True)` needs nothing else.
 - `adapt_state_dict` is the one hook through which a checkpoint is reshaped on load (position embeddings at a
-  new resolution, an MAE encoder loaded into a classifier). It is reached from transformers' private
-  `_load_pretrained_model`, the only private API we touch.
+  new resolution, an MAE encoder loaded into a classifier). `from_pretrained` reads the checkpoint itself, applies
+  the hook and the checks, and hands the result to transformers' public `from_pretrained(None, state_dict=...)`:
+  no private transformers API is used here, so the shipped remote code survives transformers' internal changes.
 """
 from __future__ import annotations
 
@@ -26,8 +27,7 @@ from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
-from transformers import PreTrainedModel
-from transformers.modeling_utils import load_state_dict
+from transformers import PreTrainedConfig, PreTrainedModel
 
 from .layers.block import Encoder
 from .requirements import MIN_TRANSFORMERS
@@ -175,17 +175,29 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> t
 
 
 # Module names a task model puts on top of its backbone (`head` is Swin's classifier, `hidden_states_norms` a
-# backbone's per-stage output norms). A checkpoint holding none of a head's weights (a backbone or pre-training
-# checkpoint) loads with that head freshly initialised; a head of another size (num_labels changed) is
-# re-initialised; a headless model drops the checkpoint's head. Anything else must match exactly.
+# backbone's per-stage output norms). Issue #16's policy: such a head starts fresh only when the caller asked for
+# it (another label set than the checkpoint's, or a checkpoint of another task: a backbone or MAE checkpoint into
+# a classifier); a headless model drops the checkpoint's head. Everything else must match exactly.
 HEAD_MODULES = ("classifier", "head", "head_norm", "fc_norm", "hidden_states_norms")
+# The module whose rows are the labels: a new label set (num_labels/id2label other than the checkpoint's) restarts it.
+LABEL_MODULE = "classifier"
+
+# `from_pretrained` keywords that belong to transformers' loader, not to the config.
+_LOADER_KWARGS = (
+    "dtype", "torch_dtype", "device_map", "max_memory", "offload_folder", "offload_buffers", "quantization_config",
+    "output_loading_info", "ignore_mismatched_sizes", "trust_remote_code", "_from_auto", "_from_pipeline",
+    "adapter_kwargs", "adapter_name", "use_safetensors", "weights_only", "key_mapping", "tqdm_class", "use_kernels",
+    "kernel_config", "distributed_config", "device_mesh", "tp_plan", "tp_size", "attn_implementation",
+    "low_cpu_mem_usage", "generation_config",
+)
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
 
 _STRICT_LOADING: contextvars.ContextVar[bool] = contextvars.ContextVar("hf_vision_strict_loading", default=True)
 
 
 @contextlib.contextmanager
 def lenient_loading(enabled: bool = True):
-    """Inside this block `from_pretrained` reports missing/unexpected weights as a warning instead of an error."""
+    """Inside this block `from_pretrained` behaves as with `strict=False` (kept for callers of the old API)."""
     token = _STRICT_LOADING.set(not enabled)
     try:
         yield
@@ -198,48 +210,143 @@ def _head_of(key: str, head_modules: tuple[str, ...]) -> str | None:
     return next((part for part in key.split(".")[:-1] if part in head_modules), None)
 
 
-def check_loading(model, info, checkpoint_keys: list[str], *, ignore_mismatched_sizes: bool) -> None:
-    """Raise on weights that do not fit, naming them; let through only what amounts to a new or dropped head.
+def _resolve(path: str, filename: str, hub: dict) -> str | None:
+    """A checkpoint file of a local folder or Hub repo (public `cached_file`), or None when it has none."""
+    folder = os.path.join(path, hub.get("subfolder") or "")
+    if os.path.isdir(folder):
+        candidate = os.path.join(folder, filename)
+        return candidate if os.path.isfile(candidate) else None
+    from transformers.utils import cached_file
 
-    `info` is transformers' LoadStateDictInfo (model-side key names); mismatched heads move to `missing_keys`
-    so that transformers re-initialises them.
+    try:
+        return cached_file(path, filename, **{k: v for k, v in hub.items() if v is not None})
+    except OSError:
+        return None
+
+
+def read_checkpoint(path: str, hub: dict, *, variant: str | None = None) -> dict[str, torch.Tensor]:
+    """The whole state dict of a checkpoint: `model.safetensors`, a sharded index, or a torch `.bin` (weights only)."""
+    from transformers.modeling_utils import load_state_dict  # public helper: safetensors or a weights-only .bin
+
+    def load_file(file: str) -> dict[str, torch.Tensor]:
+        return load_state_dict(file, map_location="cpu", weights_only=True)
+
+    stem = "model" if variant is None else f"model.{variant}"
+    single = _resolve(path, f"{stem}.safetensors", hub)
+    if single is not None:
+        return load_file(single)
+    index = _resolve(path, f"{stem}.safetensors.index.json", hub)
+    if index is not None:
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(json.loads(Path(index).read_text())["weight_map"].values())):
+            shard_file = _resolve(path, shard, hub)
+            if shard_file is None:
+                raise FileNotFoundError(f"{path}: shard {shard} listed in {os.path.basename(index)} is missing")
+            state.update(load_file(shard_file))
+        return state
+    legacy = _resolve(path, "pytorch_model.bin" if variant is None else f"pytorch_model.{variant}.bin", hub)
+    if legacy is not None:
+        return load_file(legacy)
+    raise FileNotFoundError(f"{path} has no {stem}.safetensors, sharded index or pytorch_model.bin")
+
+
+def fit_base_prefix(model, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Base-model keys (`embeddings.*`) into a task model (`vit.embeddings.*`) and back, as transformers does."""
+    prefix = model.base_model_prefix + "."
+    own = model.state_dict().keys()
+    if hasattr(model, model.base_model_prefix):  # a task model around its base model
+        if any(k.startswith(prefix) for k in state_dict):
+            return state_dict
+        return {k if k in own else prefix + k: v for k, v in state_dict.items()}
+    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+
+
+def _label_set(config) -> tuple[int, dict[int, str] | None]:
+    id2label = getattr(config, "id2label", None)
+    return config.num_labels, ({int(k): str(v) for k, v in id2label.items()} if id2label else None)
+
+
+def plan_loading(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool, new_task: bool,
+                 ignore_mismatched_sizes: bool, strict: bool, allow_nonfinite: bool) -> tuple[dict, list[str]]:
+    """Check an (adapted) checkpoint against `model` (a skeleton: only names, shapes and dtypes are read).
+
+    Returns the state dict to load and the keys that will be freshly initialised. Raises on anything issue #16
+    forbids: wrong-shaped weights (a head too, when the caller kept the label set and task) without
+    `ignore_mismatched_sizes=True`, non-floating values for floating weights, non-finite weights without
+    `allow_nonfinite=True`; missing (a head too, unless the label set or task changed) or unexpected weights raise
+    unless `strict=False` (then they are reported with the freshly initialised keys).
     """
+    name = type(model).__name__
     heads = tuple(model._head_modules)
-    in_checkpoint = {_head_of(k, heads) for k in checkpoint_keys} - {None}
-    own_modules = {name.rpartition(".")[2] for name, _ in model.named_modules()}
-    mismatched = sorted(info.mismatched_keys, key=lambda m: m[0])
-    head_mismatch = [m for m in mismatched if _head_of(m[0], heads)]
-    if mismatched and not ignore_mismatched_sizes:
-        other = [m for m in mismatched if not _head_of(m[0], heads)]
-        if other:
-            lines = "\n".join(f"  {key}: checkpoint {tuple(a)} vs model {tuple(b)}" for key, a, b in other)
-            raise ValueError(
-                f"{type(model).__name__}: {len(other)} checkpoint weight(s) have the wrong shape:\n{lines}\n"
-                "(pass ignore_mismatched_sizes=True to re-initialise them instead)"
-            )
-    moved = set()
-    if not ignore_mismatched_sizes:  # a head of another size (e.g. num_labels changed): re-initialise it
-        for entry in head_mismatch:
-            info.mismatched_keys.discard(entry)
-            info.missing_keys.add(entry[0])
-            moved.add(entry[0])
-    # missing: fine only for a head the checkpoint has nothing of; unexpected: only for a head the model lacks
-    missing = sorted(k for k in info.missing_keys
-                     if _head_of(k, heads) is None or (_head_of(k, heads) in in_checkpoint and k not in moved))
-    unexpected = sorted(k for k in info.unexpected_keys
-                        if _head_of(k, heads) is None or _head_of(k, heads) in own_modules)
-    if not (missing or unexpected):
-        return
-    problems = [f"missing from the checkpoint (would stay randomly initialised): {', '.join(missing)}"] if missing else []
-    if unexpected:
-        problems.append(f"in the checkpoint but not in the model (would be ignored): {', '.join(unexpected)}")
-    message = f"{type(model).__name__}: weights do not match the checkpoint; " + "; ".join(problems)
-    if _STRICT_LOADING.get():
+    own = model.state_dict()
+    ignore_missing = [re.compile(p) for p in (model._keys_to_ignore_on_load_missing or [])]
+    ignore_unexpected = [re.compile(p) for p in (model._keys_to_ignore_on_load_unexpected or [])]
+    head_in_checkpoint = {_head_of(k, heads) for k in state_dict} - {None}
+    own_modules = {module.rpartition(".")[2] for module, _ in model.named_modules()}
+
+    for key, tensor in state_dict.items():
+        target = own.get(key)
+        if target is None or not target.is_floating_point():
+            continue
+        if not tensor.is_floating_point():
+            raise ValueError(f"{name}: checkpoint weight {key} has dtype {tensor.dtype}, but the model's is "
+                             f"{target.dtype}; a non-floating tensor is refused rather than cast")
+        if not allow_nonfinite and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name}: checkpoint weight {key} holds NaN or infinite values; pass "
+                             "allow_nonfinite=True to load it anyway")
+
+    fresh: list[str] = []
+    wrong_shape, head_problems, missing, unexpected = [], [], [], []
+    for key, target in own.items():
+        head = _head_of(key, heads)
+        saved = state_dict.get(key)
+        same_shape = saved is not None and tuple(saved.shape) == tuple(target.shape)
+        if head is not None and new_labels and (head == LABEL_MODULE or not same_shape):
+            fresh.append(key)  # another label set: even a same-sized classifier means other classes
+            continue
+        if same_shape:
+            continue
+        if saved is None and any(p.search(key) for p in ignore_missing):
+            continue
+        shapes = f"checkpoint {tuple(saved.shape)} vs model {tuple(target.shape)}" if saved is not None else \
+            f"missing, model {tuple(target.shape)}"
+        if head is not None and new_task and saved is None and head not in head_in_checkpoint:
+            fresh.append(key)
+        elif saved is not None and ignore_mismatched_sizes:
+            fresh.append(key)
+        elif saved is not None:
+            (head_problems if head else wrong_shape).append(f"  {key}: {shapes}")
+        else:  # a missing head too: the caller kept the checkpoint's label set and task
+            missing.append(key)
+    for key in state_dict:
+        if key in own or any(p.search(key) for p in ignore_unexpected):
+            continue
+        head = _head_of(key, heads)
+        if head is None or head in own_modules:
+            unexpected.append(key)
+
+    if head_problems or wrong_shape:
+        lines = "\n".join(head_problems + wrong_shape)
         raise ValueError(
-            message + ". Fix the checkpoint or the config, or load inside `lenient_loading()` "
-            "(hf_vision.from_pretrained(..., strict=False)) to accept it."
+            f"{name}: checkpoint weights have the wrong shape (the label set and task are the checkpoint's):\n"
+            f"{lines}\nPass ignore_mismatched_sizes=True to re-initialise them, or num_labels/id2label for a new head."
         )
-    warnings.warn(message, stacklevel=2)
+    if missing or unexpected:
+        described = ", ".join(f"{key} {tuple(own[key].shape)}" for key in missing)
+        problems = [f"missing from the checkpoint (would stay randomly initialised): {described}"] if missing else []
+        if unexpected:
+            problems.append(f"in the checkpoint but not in the model (would be ignored): {', '.join(unexpected)}")
+        message = f"{name}: weights do not match the checkpoint; " + "; ".join(problems)
+        if strict:
+            raise ValueError(message + ". Fix the checkpoint or the config, or pass strict=False to load it with "
+                             "the missing weights freshly initialised.")
+        if unexpected:  # the missing ones are reported once, with every freshly initialised key
+            warnings.warn(f"{name}: ignored, in the checkpoint but not in the model: {', '.join(unexpected)}",
+                          stacklevel=3)
+        fresh.extend(missing)
+    fresh_set = set(fresh)
+    kept = {k: v for k, v in state_dict.items() if k in own and k not in fresh_set}
+    return kept, sorted(fresh)
 
 
 class HFVisionPreTrainedModel(PreTrainedModel):
@@ -265,22 +372,59 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         return state_dict
 
     @classmethod
-    def _load_pretrained_model(cls, model, state_dict, checkpoint_files, load_config, expected_keys=None):
-        if state_dict is None and checkpoint_files:
-            state_dict = {}
-            for file in checkpoint_files:
-                state_dict.update(load_state_dict(file, map_location="cpu", weights_only=True))
-        checkpoint_keys: list[str] = []
-        if state_dict is not None:
-            # Fresh allocations: tensors viewed out of a mmapped file sit at unaligned offsets, which makes
-            # CPU GEMMs pick other (slower, numerically different) kernels than for a freshly built model.
-            state_dict = {k: v.clone() for k, v in model.adapt_state_dict(dict(state_dict)).items()}
-            checkpoint_keys = list(state_dict)
-            checkpoint_files = None
-        info, offload = super()._load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys)
-        model._adjust_missing_and_unexpected_keys(info)  # the model's own ignore patterns, as transformers applies
-        check_loading(model, info, checkpoint_keys, ignore_mismatched_sizes=load_config.ignore_mismatched_sizes)
-        return info, offload
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`, plus this package's loading step through public APIs only: the
+        checkpoint is read here, reshaped by `adapt_state_dict`, checked (`plan_loading`, issue #16's policy) and
+        handed to transformers as `state_dict=`.
+
+        Extra keywords: strict=False turns missing/unexpected weights into a warning; allow_nonfinite=True
+        accepts NaN/inf weights. A head starts fresh only for a new label set or task (see `HEAD_MODULES`).
+        """
+        strict = kwargs.pop("strict", None)
+        strict = _STRICT_LOADING.get() if strict is None else bool(strict)
+        allow_nonfinite = bool(kwargs.pop("allow_nonfinite", False))
+        if pretrained_model_name_or_path is None or kwargs.get("state_dict") is not None or kwargs.get("gguf_file"):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        path = str(pretrained_model_name_or_path)
+        hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+        loader = {k: kwargs.pop(k) for k in _LOADER_KWARGS if k in kwargs}
+        variant = kwargs.pop("variant", None)
+        config = kwargs.pop("config", None)
+        if not isinstance(config, PreTrainedConfig):
+            config, kwargs = cls.config_class.from_pretrained(config if config is not None else path,
+                                                              return_unused_kwargs=True, **hub, **kwargs)
+        saved_file = _resolve(path, "config.json", hub)
+        saved = json.loads(Path(saved_file).read_text()) if saved_file else {}
+        saved_labels = saved.get("id2label")
+        saved_count = len(saved_labels) if saved_labels else saved.get("num_labels")
+        num_labels, id2label = _label_set(config)
+        new_labels = (saved_count is not None and saved_count != num_labels) or bool(
+            saved_labels and id2label is not None and {int(k): str(v) for k, v in saved_labels.items()} != id2label)
+        new_task = cls.__name__ not in (saved.get("architectures") or [])
+
+        with torch.device("meta"):  # names, shapes and dtypes only: the hook and the checks need nothing else
+            skeleton = cls(config, *model_args, **kwargs)
+        # Fresh allocations: tensors viewed out of a mapped file sit at unaligned offsets, which makes CPU GEMMs
+        # pick other (slower, numerically different) kernels than for a freshly built model.
+        state = {k: v.clone() for k, v in skeleton.adapt_state_dict(
+            fit_base_prefix(skeleton, read_checkpoint(path, hub, variant=variant))).items()}
+        state, fresh = plan_loading(skeleton, state, new_labels=new_labels, new_task=new_task,
+                                    ignore_mismatched_sizes=bool(loader.get("ignore_mismatched_sizes")),
+                                    strict=strict, allow_nonfinite=allow_nonfinite)
+        del skeleton
+        want_info = loader.pop("output_loading_info", False)
+        model, info = super().from_pretrained(None, *model_args, config=config, state_dict=state,
+                                              output_loading_info=True, **loader, **kwargs)
+        surprise = set(info["missing_keys"]) - set(fresh) - {
+            k for k in info["missing_keys"] if any(re.search(p, k) for p in model._keys_to_ignore_on_load_missing or [])}
+        if surprise or info["mismatched_keys"]:
+            raise RuntimeError(f"{cls.__name__}: transformers left weights unloaded that the checks passed: "
+                               f"{sorted(surprise) or info['mismatched_keys']}")
+        if fresh:
+            warnings.warn(f"{cls.__name__}: freshly initialised, not loaded from {path}: {', '.join(fresh)}",
+                          stacklevel=2)
+        model.config.name_or_path = path
+        return (model, info) if want_info else model
 
     def auto_map(self) -> dict[str, str]:
         """The `auto_map` entries that make this checkpoint loadable as remote code."""

@@ -41,6 +41,13 @@ class PreprocessSpec:
     resample: int = 3  # PIL code of the evaluation resize (3 bicubic, 2 bilinear, 0 nearest)
     squash: bool = False  # resize straight to `size` (no aspect ratio, no crop), as a processor without a crop
 
+    def __post_init__(self) -> None:
+        # a zero (or non-finite) std divides pixels into inf/NaN: refuse it where a processor config is read
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"image_mean={list(self.mean)} and image_std={list(self.std)} need one value per channel each")
+        if not all(0.0 < s < float("inf") for s in self.std):
+            raise ValueError(f"image_std={list(self.std)} must hold finite positive numbers")
+
     @classmethod
     def from_processor(cls, processor: Any, *, crop_pct: float | None = None) -> "PreprocessSpec":
         """From an image processor (`model.image_processor()`, `AutoImageProcessor.from_pretrained`). A centre-

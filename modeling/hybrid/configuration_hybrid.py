@@ -20,6 +20,7 @@ class HybridConfig(ViTConfig):
     """
 
     model_type = "hfv_hybrid"
+    ARCHITECTURES = ("HybridModel", "HybridForImageClassification")
 
     def __init__(
         self,

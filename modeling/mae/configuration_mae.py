@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from ..config_checks import check_choice, check_divisible, check_positive, check_probability, pair
+from ..config_checks import (check_choice, check_common, check_divisible, check_positive, check_probability,
+                             check_saved_labels, pair)
 
 MASK_STRATEGIES = ("random", "block", "grid")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,6 +24,13 @@ class MAEConfig(PretrainedConfig):
     """
 
     model_type = "hfv_mae"
+    ARCHITECTURES = ("MAEModel", "MAEForPreTraining")  # accepted `architectures` entries
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
+        check_saved_labels(config_dict)
+        return super().from_dict(config_dict, **kwargs)
 
     def __init__(
         self,
@@ -90,6 +98,7 @@ class MAEConfig(PretrainedConfig):
         return round((1.0 / (1.0 - self.mask_ratio)) ** 0.5)
 
     def validate_mae(self) -> None:
+        check_common(self, self.ARCHITECTURES)
         check_choice("mask_strategy", self.mask_strategy, MASK_STRATEGIES)
         check_positive(patch_size=self.patch_size, hidden_size=self.hidden_size,
                        num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,

@@ -5,7 +5,7 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
-from ..config_checks import check_positive, check_probability, pair
+from ..config_checks import check_common, check_positive, check_probability, check_saved_labels, pair
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,6 +22,13 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
     """
 
     model_type = "hfv_swin"
+    ARCHITECTURES = ("SwinModel", "SwinForImageClassification", "SwinBackbone")  # accepted `architectures` entries
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
+        check_saved_labels(config_dict)
+        return super().from_dict(config_dict, **kwargs)
     attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
 
     def __init__(
@@ -89,6 +96,7 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         return [self.embed_dim] + [self.embed_dim * 2**i for i in range(len(self.depths))]
 
     def validate_swin(self) -> None:
+        check_common(self, self.ARCHITECTURES)
         check_positive(patch_size=self.patch_size, num_channels=self.num_channels, embed_dim=self.embed_dim,
                        window_size=self.window_size, mlp_ratio=self.mlp_ratio, layer_norm_eps=self.layer_norm_eps)
         check_probability(hidden_dropout_prob=self.hidden_dropout_prob,

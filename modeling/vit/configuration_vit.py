@@ -5,7 +5,8 @@ import inspect
 
 from transformers import PretrainedConfig
 
-from ..config_checks import check_choice, check_divisible, check_positive, check_probability, pair
+from ..config_checks import (check_choice, check_common, check_divisible, check_positive, check_probability,
+                             check_saved_labels, pair)
 
 POOLING = ("cls", "gap")
 POSITION_EMBEDDING_TYPES = ("learned", "sincos2d", "none")
@@ -27,12 +28,19 @@ class ViTConfig(PretrainedConfig):
     """
 
     model_type = "hfv_vit"
+    ARCHITECTURES = ("ViTModel", "ViTForImageClassification")  # accepted `architectures` entries
 
     @classmethod
     def get_config_dict(cls, *args, **kwargs):
         """Reads config.json; a pre-training checkpoint of another family (see ENCODER_SOURCES) becomes a ViT config."""
         config_dict, kwargs = super().get_config_dict(*args, **kwargs)
         return cls.encoder_config_dict(config_dict), kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
+        check_saved_labels(config_dict)
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def encoder_config_dict(cls, config_dict: dict) -> dict:
@@ -105,6 +113,7 @@ class ViTConfig(PretrainedConfig):
         return self.patch_size
 
     def validate_vit(self) -> None:
+        check_common(self, self.ARCHITECTURES)
         check_choice("pooling", self.pooling, POOLING)
         check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
         check_choice("classifier_norm", self.classifier_norm, CLASSIFIER_NORMS)
