@@ -199,3 +199,144 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
     for name in ref_grads:
         torch.testing.assert_close(got_grads[name], ref_grads[name], atol=1e-4, rtol=1e-3,
                                    msg=lambda m: f"{name}: {m}")
+
+
+# ------------------------------------------------------------------------------------------------ standard tools
+# Every model class must work with the tools users combine models with. The cheap checks (export, quantize_dynamic,
+# PEFT) run on every case; the slow ones (compile, ONNX, torchao) on the first case of each model class, and
+# inductor (C++ compilation, slow on a small CPU) only on one class per family: the others compile with
+# `backend="aot_eager"`, the same fullgraph dynamo capture and autograd tracing without code generation.
+def _one_per(key) -> list[Case]:
+    seen, picked = set(), []
+    for case in CASES:
+        if key(case) not in seen:
+            seen.add(key(case))
+            picked.append(case)
+    return picked
+
+
+PER_CLASS = _one_per(lambda c: c.model_cls)
+INDUCTOR = {c.id for c in _one_per(lambda c: c.id.split("-")[0])}  # vit-model, hybrid-model, mae-model, swin-model
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    """The output's tensors in field order (a tuple field such as feature_maps counts per element)."""
+    flat = []
+    for value in output.values() if isinstance(output, dict) else output:
+        flat.extend(value if isinstance(value, (tuple, list)) else [value])
+    return [t for t in flat if isinstance(t, torch.Tensor)]
+
+
+def _assert_tensors_close(got: list[torch.Tensor], want: list[torch.Tensor], atol: float, rtol: float) -> None:
+    assert len(got) == len(want) and want
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype, f"output {i}: {g.dtype} != {w.dtype}"
+        torch.testing.assert_close(g, w, atol=atol, rtol=rtol, msg=lambda m: f"output {i}: {m}")
+
+
+def _traced_leftovers(model: torch.nn.Module) -> list[str]:
+    """Names of tensors held by the model (attributes, dicts, plain objects such as Swin's WindowCache) that are
+    not plain eager tensors: what a trace that stores on the module leaves behind."""
+    found = []
+
+    def visit(name: str, value, depth: int) -> None:
+        if isinstance(value, torch.Tensor):
+            if type(value) not in (torch.Tensor, torch.nn.Parameter):
+                found.append(f"{name}: {type(value).__name__}")
+        elif isinstance(value, dict) and depth < 3:
+            for k, v in value.items():
+                visit(f"{name}[{k!r}]", v, depth + 1)
+        elif isinstance(value, (list, tuple)) and depth < 3:
+            for i, v in enumerate(value):
+                visit(f"{name}[{i}]", v, depth + 1)
+        elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, type)) and depth < 3:
+            visit(name, vars(value), depth + 1)
+
+    for module_name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr not in ("_modules", "_parameters", "_buffers"):
+                visit(f"{module_name}.{attr}", value, 0)
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            visit(f"{module_name}.{buffer_name}", buffer, 0)
+    return found
+
+
+def _training_scalar(out, batch: int) -> torch.Tensor:
+    scalar = sum(t.float().pow(2).mean() for t in _batched_tensors(out, batch).values())
+    return scalar + out.loss if getattr(out, "loss", None) is not None else scalar
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_torch_compile_fullgraph_matches_eager(case):
+    import copy
+
+    torch.compiler.reset()
+    backend = "inductor" if case.id in INDUCTOR else "aot_eager"
+    # inductor fuses and reorders float sums; aot_eager runs the same kernels as eager
+    atol, rtol = (1e-5, 1e-4) if backend == "inductor" else (1e-6, 1e-6)
+    eager = _build(case).train()
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, fullgraph=True, backend=backend)
+    inputs = _inputs(case, eager.config, batch=2)
+    results = []
+    for run, model in ((eager, eager), (compiled, compiled_model)):
+        torch.manual_seed(1)  # same dropout / drop-path draws
+        out = run(**inputs)
+        _training_scalar(out, 2).backward()
+        results.append((_tensors(out), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (want, want_grads), (got, got_grads) = results
+    _assert_tensors_close([t.detach() for t in got], [t.detach() for t in want], atol, rtol)
+    assert got_grads.keys() == want_grads.keys() and want_grads
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+    eager.eval(), compiled_model.eval()
+    inputs = _inputs(case, eager.config, batch=3, seed=1)
+    inputs.pop("labels", None)
+    with torch.no_grad():
+        _assert_tensors_close(_tensors(compiled(**inputs)), _tensors(eager(**inputs)), atol, rtol)
+
+
+def _export_inputs(case: Case, config, batch: int, seed: int, size: tuple[int, int] | None = None):
+    inputs = _inputs(case, config, batch=batch, seed=seed)
+    inputs.pop("labels", None)
+    if size is not None:
+        inputs["pixel_values"] = torch.randn(batch, config.num_channels, *size,
+                                             generator=torch.Generator().manual_seed(seed))
+    return inputs
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_torch_export_static_and_dynamic(case):
+    """Static export, then dynamic in the batch (SwinModel also in height and width: multiples of 32 = patch 4 *
+    2**(stages-1) * window 2, from 64 up, where every stage has shifted windows); the programs match eager on new
+    shapes, and the eager model is unchanged afterwards. (Dynamic height/width costs ~20 s of tracing on this
+    CPU, so the two other Swin classes, which run the same stages, export dynamic in the batch only.)"""
+    model = _build(case).eval()
+    inputs = _export_inputs(case, model.config, 2, 0)
+    with torch.no_grad():
+        before = _tensors(model(**inputs))
+
+    program = torch.export.export(model, (), kwargs=inputs)
+    _assert_tensors_close(_tensors(program.module()(**inputs)), before, 1e-5, 1e-5)
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    dynamic = {name: {0: batch} for name in inputs}
+    sizes = [None]
+    if case.id == "swin-model":
+        dynamic["pixel_values"].update({2: 32 * torch.export.Dim("h", min=2, max=8),
+                                        3: 32 * torch.export.Dim("w", min=2, max=8)})
+        inputs = _export_inputs(case, model.config, 2, 0, size=(64, 96))
+        sizes = [(64, 64), (128, 96)]
+    program = torch.export.export(model, (), kwargs=inputs, dynamic_shapes=dynamic)
+    for new_batch, size in zip((3, 5), sizes * 2):
+        new = _export_inputs(case, model.config, new_batch, 1, size=size)
+        with torch.no_grad():
+            want = _tensors(model(**new))
+        _assert_tensors_close(_tensors(program.module()(**new)), want, 1e-5, 1e-5)
+
+    assert not _traced_leftovers(model), _traced_leftovers(model)
+    with torch.no_grad():
+        after = _tensors(model(**_export_inputs(case, model.config, 2, 0)))
+    assert all(type(t) is torch.Tensor for t in after)
+    _assert_tensors_close(after, before, 0, 0)
