@@ -17,6 +17,7 @@ from . import convert
 from .auto import register_family
 from .presets import PRESETS, get_config, preset_names
 from .hub import from_pretrained, push_folder, push_to_hub
+from .optimize import optimize_for_cpu
 from . import analysis  # noqa: E402  (the papers' figures; matplotlib is imported only when drawing)
 
 register_family(ViTConfig, {"AutoModel": ViTModel, "AutoModelForImageClassification": ViTForImageClassification})
@@ -32,6 +33,6 @@ __all__ = [
     "HybridConfig", "HybridModel", "HybridForImageClassification",
     "MAEConfig", "MAEModel", "MAEForPreTraining",
     "get_config", "preset_names", "PRESETS", "convert",
-    "from_pretrained", "push_to_hub", "push_folder",
+    "from_pretrained", "push_to_hub", "push_folder", "optimize_for_cpu",
     "analysis",
 ]

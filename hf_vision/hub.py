@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, hf_hub_download
-from huggingface_hub.errors import RemoteEntryNotFoundError
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import (
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
 
 from . import convert
 from .model_card import card_for_folder, card_for_model, validate_card
@@ -81,6 +89,8 @@ def push_folder(
     (all_results.json, run_args.json, ...); `card_kwargs` adds or overrides card fields. Subfolders (Trainer's
     checkpoint-*/, runs/) are not uploaded.
     """
+    if not Path(folder).exists():  # named as typed ("./run", not Path's "run")
+        raise FileNotFoundError(f"{os.fspath(folder)} does not exist")
     folder = Path(folder)
     check_checkpoint_folder(folder)
     files = {p.name: p for p in sorted(folder.iterdir())
@@ -122,6 +132,8 @@ def save_with_card(model, folder: str | os.PathLike, **card_kwargs: Any) -> Path
 
 def check_checkpoint_folder(folder: Path) -> None:
     """Refuse to upload a folder that would not load as remote code (the error names what is absent)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist" if not folder.exists() else f"{folder} is not a folder")
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: save it with model.save_pretrained(folder) first")
     config = json.loads((folder / "config.json").read_text())
@@ -149,6 +161,46 @@ def _architecture(folder: Path) -> str:
 OFFICIAL_SUFFIXES = (".npz", ".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
+def check_local_path(name_or_path: str | os.PathLike) -> None:
+    """Fail before any Hub lookup when `name_or_path` can only mean a local path and nothing exists there.
+
+    A Path object, or a string that is not a valid Hub repo id ("./my-vit", "my_dir/", "a/b/c", "~/ckpt"), is a
+    local path; a valid repo id ("org/name", "my-vit") that is not a local folder goes on to the Hub.
+    """
+    text = os.fspath(name_or_path)
+    if Path(text).expanduser().exists():
+        return
+    if not isinstance(name_or_path, str):
+        raise FileNotFoundError(f"{text} does not exist")
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise FileNotFoundError(f"{text} does not exist (no such local file or folder, and not a Hub repo id "
+                                "of the form 'name' or 'org/name')") from None
+
+
+def hub_error(name: str, error: Exception, *, revision: str | None = None,
+              cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> OSError:
+    """One sentence for a failed Hub lookup of `name`: what was tried, which cache was searched, what to do."""
+    cache = cache_dir or hub_constants.HF_HUB_CACHE
+    where = f"{name!r} is not a local folder (in {Path.cwd()})"
+    if isinstance(error, RepositoryNotFoundError):
+        return OSError(f"{where}, and the Hub ({hub_constants.ENDPOINT}) has no repo {name!r} that this token can "
+                       "read (private or gated repos need `hf auth login` or token=)")
+    if isinstance(error, RevisionNotFoundError):
+        return OSError(f"{where}, and the Hub repo {name!r} has no revision {revision!r}")
+    if isinstance(error, LocalEntryNotFoundError):
+        if hub_constants.HF_HUB_OFFLINE or local_files_only:
+            switch = "HF_HUB_OFFLINE=1" if hub_constants.HF_HUB_OFFLINE else "local_files_only=True"
+            return OSError(f"{where}, and the Hub repo {name!r} is not in the cache {cache} (offline: {switch}); "
+                           "download it once online (unset HF_HUB_OFFLINE / drop local_files_only) or pass a "
+                           "local folder")
+        return OSError(f"{where}, the Hub ({hub_constants.ENDPOINT}) could not be reached for {name!r} and the "
+                       f"cache {cache} does not hold it: check the network, or pass a local folder (HF_HUB_OFFLINE=1 "
+                       "skips the Hub's retries when working from the cache)")
+    return OSError(f"{where}, and fetching {name!r} from the Hub failed: {str(error).splitlines()[0]}")
+
+
 def from_pretrained(
     name_or_path: str | os.PathLike,
     *,
@@ -172,6 +224,7 @@ def from_pretrained(
     from hf_vision.modeling.pretrained import lenient_loading
 
     hub = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
+    check_local_path(name_or_path)
     path = Path(name_or_path)
     if path.is_file():
         if preset is None:
@@ -218,11 +271,23 @@ def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:
     if local.is_dir():
         file = local / filename
         return json.loads(file.read_text()) if file.is_file() else None
+    check_local_path(name_or_path)
     try:
         file = hf_hub_download(name_or_path, filename, **_drop_none(hub))
-    except RemoteEntryNotFoundError:  # the repo exists without this file (offline misses propagate as OSError)
+    except RemoteEntryNotFoundError:  # the repo exists without this file
         return None
+    except OSError as error:  # offline miss, unreachable Hub, unknown repo or revision
+        raise hub_error(name_or_path, error, revision=hub.get("revision"), cache_dir=hub.get("cache_dir"),
+                        local_files_only=bool(hub.get("local_files_only"))) from error
     return json.loads(Path(file).read_text())
+
+
+def read_config(name_or_path: str | os.PathLike, **hub: Any) -> dict:
+    """config.json of a local folder or Hub repo; errors name what was typed (see check_local_path, hub_error)."""
+    config = _read_json(os.fspath(name_or_path), "config.json", **hub)
+    if config is None:
+        raise ValueError(f"{name_or_path} has no config.json (neither a local folder nor a Hub repo with one)")
+    return config
 
 
 def _our_class(config: dict, auto_class: str | None):
@@ -304,6 +369,7 @@ def convert_checkpoint(
     source model's on a random batch; a difference above `atol` raises. Returns a small report.
     """
     hub = dict(revision=revision, cache_dir=cache_dir)
+    check_local_path(source)
     path = Path(source)
     reference, kind = None, "official"
     if path.is_file():
@@ -331,6 +397,87 @@ def convert_checkpoint(
     return report
 
 
+EXPORT_TARGETS = ("hf_vision", "timm", "transformers")
+
+
+def export_checkpoint(
+    model,
+    output_dir: str | os.PathLike,
+    *,
+    to: str,
+    verify: bool = True,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Write our model in timm's or transformers' own checkpoint format (`to`), checked against ours.
+
+    timm: model.safetensors + timm's config.json (architecture, model_args, pretrained_cfg with our preprocessing),
+    written by timm's `save_for_hf`; load with `timm.create_model("local-dir:<dir>", pretrained=True)` or
+    `timm.create_model(architecture, pretrained=True, **model_args,
+    pretrained_cfg_overlay=dict(pretrained_cfg, file="<dir>/model.safetensors"))` (the file alone leaves timm the
+    architecture's 1000-class cfg, and it drops another head size as "adapted"). transformers: the transformers
+    model's `save_pretrained` plus our image processor.
+    """
+    if to not in EXPORT_TARGETS[1:]:
+        raise ValueError(f"to={to!r} is not supported; accepted: {', '.join(map(repr, EXPORT_TARGETS[1:]))}")
+    output_dir = Path(output_dir)
+    model.eval()
+    if to == "timm":
+        from timm.models import save_for_hf
+
+        target = convert.to_timm(model)
+        try:
+            save_for_hf(target, str(output_dir), safe_serialization=True)
+        except ValueError as error:  # timm names the argument (e.g. norm_layer for a non-default layer_norm_eps)
+            raise ValueError(f"timm cannot record this model in its config.json: {error} (a layer_norm_eps other "
+                             "than timm's default, or a hybrid trunk with no registered timm architecture, can only "
+                             "be rebuilt in Python: use hf_vision.convert.to_timm)") from error
+    else:
+        target = convert.to_transformers(model)
+        target.save_pretrained(output_dir)
+        model.image_processor().save_pretrained(output_dir)
+    report: dict[str, Any] = {"to": to, "output_dir": str(output_dir), "architecture": type(target).__name__,
+                              "verified": False, "max_abs_diff": None}
+    if verify:
+        field, diff = compare_outputs(target, _unmasked_if_mae(model, target))
+        report.update(verified=True, compared=field, max_abs_diff=diff)
+        if diff > atol:
+            raise ValueError(f"exported {field} differs from ours by {diff:.3g} > atol={atol}")
+    (output_dir / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _unmasked_if_mae(model, target):
+    """For MAE exported to a timm ViT (which never masks): a copy of ours that keeps every patch in image order
+    and pools like the timm model, so the two are comparable."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from .modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+
+    if not isinstance(model, (MAEModel, MAEForPreTraining)) or not type(target).__module__.startswith("timm."):
+        return model
+    encoder = copy.deepcopy(model.vit if isinstance(model, MAEForPreTraining) else model)
+    encoder.config.mask_ratio = 0.0
+
+    class Unmasked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.config = encoder, encoder.config
+
+        def forward(self, pixel_values):
+            patches = encoder.config.grid_size[0] * encoder.config.grid_size[1]
+            # increasing noise keeps patches in image order: (L,) -> (B, L)
+            order = torch.arange(patches, dtype=torch.float32).expand(pixel_values.shape[0], patches) / patches
+            tokens = encoder(pixel_values, order).last_hidden_state
+            pooled = tokens[:, 1:].mean(1) if target.global_pool == "avg" else tokens[:, 0]
+            return SimpleNamespace(pooler_output=pooled, last_hidden_state=tokens)
+
+    return Unmasked().eval()
+
+
 def compare_outputs(reference, model, *, batch: int = 2, seed: int = 0) -> tuple[str, float]:
     """(field compared, max |difference|) between a source model and its conversion on one random batch."""
     import inspect
@@ -354,4 +501,7 @@ def compare_outputs(reference, model, *, batch: int = 2, seed: int = 0) -> tuple
         b = getattr(ours, field, None)
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape:
             return field, (a.float() - b.float()).abs().max().item()
+    theirs_maps, our_maps = getattr(theirs, "feature_maps", None), getattr(ours, "feature_maps", None)
+    if theirs_maps is not None and our_maps is not None and len(theirs_maps) == len(our_maps):  # backbones
+        return "feature_maps", max((a.float() - b.float()).abs().max().item() for a, b in zip(theirs_maps, our_maps))
     raise ValueError(f"no comparable output between {type(reference).__name__} and {type(model).__name__}")

@@ -179,8 +179,8 @@ class HFVisionPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_attention_backend = True
+    _supports_flash_attn = False  # transformers' flash path needs module attributes we lack; Swin's bias cannot go there
+    _supports_attention_backend = False  # only "eager" and "sdpa" are implemented (see Attention)
     # Auto class name -> class name in the same modeling file; AutoConfig is added from the config class.
     _auto_classes: ClassVar[dict[str, str]] = {}
     # Task heads a checkpoint may lack or carry in another size (see `check_loading`).

@@ -11,10 +11,10 @@ Writes the checkpoint, all_results.json, run_args.json and a model card into --o
 """
 from __future__ import annotations
 
-import sys
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from hf_vision.cli import run_main
 from hf_vision.training.finetune import DataArguments, ModelArguments, cli_defaults, finetune
 
 
@@ -33,4 +33,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

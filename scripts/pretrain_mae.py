@@ -1,9 +1,9 @@
 """MAE pre-training with Accelerate.
 
     python scripts/pretrain_mae.py        # small MAE on the embedded digits, CPU, a few minutes
-    accelerate launch scripts/pretrain_mae.py --model mae-vit-base-patch16 --dataset <hub name or folder> \
-        --per_device_batch_size 256 --mixed_precision bf16 --checkpointing_steps 1000 --output_dir out
-    torchrun --nproc_per_node 2 scripts/pretrain_mae.py --cpu ...   # two CPU processes (gloo)
+    accelerate launch --mixed_precision bf16 scripts/pretrain_mae.py --model mae-vit-base-patch16 \
+        --dataset <hub name or folder> --per_device_batch_size 256 --checkpointing_steps 1000 --output_dir out
+    torchrun --nproc_per_node 2 scripts/pretrain_mae.py ...   # two processes (without a GPU: CPU, gloo)
 
 Resume: add --resume_from_checkpoint latest (or a checkpoint path). All options: --help, or
 hf_vision.training.pretrain.PretrainArguments.
@@ -11,10 +11,10 @@ hf_vision.training.pretrain.PretrainArguments.
 from __future__ import annotations
 
 import json
-import sys
 
 from transformers import HfArgumentParser
 
+from hf_vision.cli import run_main
 from hf_vision.training.pretrain import PretrainArguments, pretrain
 
 
@@ -24,10 +24,13 @@ def parse_args(argv: list[str] | None = None) -> PretrainArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from accelerate import PartialState
+
     summary = pretrain(parse_args(argv))
-    print(json.dumps({k: v for k, v in summary.items() if k != "data_report"}, indent=None))
+    if PartialState().is_main_process:
+        print(json.dumps({k: v for k, v in summary.items() if k != "data_report"}, indent=None))
     return summary
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

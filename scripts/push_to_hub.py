@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from hf_vision.cli import run_main
 from hf_vision.hub import push_folder
 
 
@@ -36,4 +37,4 @@ def main(args: argparse.Namespace):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(lambda argv: main(parse_args(argv)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from hf_vision.cli import run_main
 from hf_vision.quickstart import run
 
 
@@ -17,6 +18,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     run(args.preset, args.output_dir)
+
+
+if __name__ == "__main__":
+    run_main(main)

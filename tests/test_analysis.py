@@ -214,7 +214,7 @@ def test_reconstruction_needs_the_decoder():
 
 # ---------------------------------------------------------------- the script
 
-def test_visualize_script_writes_every_file(tmp_path):
+def test_visualize_script_writes_every_file(tmp_path, capsys):
     checkpoint, images, out = tmp_path / "mae", tmp_path / "images", tmp_path / "figures"
     _tiny_mae().save_pretrained(checkpoint)
     images.mkdir()
@@ -232,6 +232,8 @@ def test_visualize_script_writes_every_file(tmp_path):
     written = {p.name for p in out.glob("*.png")}
     assert written == expected
     index = (out / "index.html").read_text()
+    # A freshly built model saved without any training record: both the console and the page say so.
+    assert "no record of training" in capsys.readouterr().err and "class='warning'" in index
     for name in expected:
         assert f"src='{name}'" in index
         with Image.open(out / name) as png:
@@ -414,3 +416,29 @@ def test_swin_with_uniform_attention_end_to_end():
     np.testing.assert_allclose(per_block[2], 8 * (2 + math.sqrt(2)) / 4, rtol=1e-5)
     # stage 3's 2x2 map is one window: the same distances at 16 px
     np.testing.assert_allclose(per_block[4], 16 * (2 + math.sqrt(2)) / 4, rtol=1e-5)
+
+
+def test_load_model_applies_the_cpu_opt_in_unless_told_not_to(tmp_path):
+    from torch import nn
+
+    from hf_vision.analysis.report import load_model
+    from hf_vision.optimize import is_optimized_for_cpu
+
+    _tiny_mae().save_pretrained(tmp_path)
+    assert is_optimized_for_cpu(load_model(tmp_path))
+    plain = load_model(tmp_path, optimize_for_cpu=False)
+    assert not is_optimized_for_cpu(plain) and any(type(m) is nn.Linear for m in plain.modules())
+    script = runpy.run_path(str(ROOT / "scripts" / "visualize.py"), run_name="visualize")
+    assert script["parse_args"](["--no_optimize_for_cpu"]).optimize_for_cpu is False
+    assert script["parse_args"]([]).optimize_for_cpu is True
+
+
+def test_untrained_warning_only_for_folders_without_a_training_record(tmp_path):
+    from hf_vision.analysis.report import untrained_warning
+
+    _tiny_mae().save_pretrained(tmp_path / "fresh")
+    warning = untrained_warning(tmp_path / "fresh")
+    assert warning and str(tmp_path / "fresh") in warning and "random initialisation" in warning
+    (tmp_path / "fresh" / "train_log.jsonl").write_text("{}\n")
+    assert untrained_warning(tmp_path / "fresh") is None
+    assert untrained_warning("org/some-hub-model") is None  # cannot tell without downloading

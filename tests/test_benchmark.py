@@ -1,6 +1,7 @@
-"""scripts/benchmark.py end to end on a tiny ViT: the table and JSON carry every contender, mode and ratio.
+"""scripts/benchmark.py and hf_vision.benchmark on tiny models: every contender, variant, mode, ratio, FLOP count
+and utilisation is reported, in the table, the JSON and the Markdown.
 
-Timings are never asserted (the machine is shared); only structure and self-consistency are.
+Timings are never asserted (the machine is shared); only structure, self-consistency and FLOP counts are.
 """
 from __future__ import annotations
 
@@ -10,19 +11,180 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
+import hf_vision.optimize
 from hf_vision import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64,num_labels=5"
+OVERRIDES = benchmark.parse_overrides([TINY])
+
+
+def _tiny(**kwargs) -> benchmark.Settings:
+    # one thread: on a busy machine two threads wait on each other for whole time slices in small products,
+    # which would make the tiny GEMM peak (and so the utilisation) meaningless
+    base = dict(preset="vit-base-patch16-224", batch_size=2, repeats=1, warmup=0, memory=False, peak_size=128, threads=1,
+                config_overrides=OVERRIDES)
+    return benchmark.Settings(**{**base, **kwargs})
+
+
+@pytest.fixture
+def optimizer_for_cpu(monkeypatch):
+    """`hf_vision.optimize_for_cpu` where the tree has it; until then a stand-in with its contract (in place,
+    exact nn.Linear -> the oneDNN Linear subclass), so the optimized rows are exercised either way."""
+    if not hasattr(hf_vision.optimize, "optimize_for_cpu"):
+        from hf_vision.optimize.onednn_linear import Linear
+
+        def stand_in(model: nn.Module, *, enable: bool = True) -> nn.Module:
+            for module in model.modules():
+                if type(module) is (nn.Linear if enable else Linear):
+                    module.__class__ = Linear if enable else nn.Linear
+            return model
+
+        monkeypatch.setattr(hf_vision.optimize, "optimize_for_cpu", stand_in, raising=False)
+    return hf_vision.optimize.optimize_for_cpu
+
+
+def _vit_flops(*, tokens: int, dim: int, mlp: int, depth: int, labels: int, patch_pixels: int, last_queries: int,
+               train: bool) -> float:
+    """FLOPs (2 x multiply-adds) of one image through a pre-norm ViT, by hand. The last block computes
+    `last_queries` query tokens (keys/values for all). Backward, as flop_counter counts it: every Linear twice
+    its forward (input and weight gradients), the patch convolution once (weight gradient only: the pixels need
+    none), attention 5 products of the forward's size (the fused kernel recomputes the scores, then dV, dP, dQ,
+    dK) against the forward's 2."""
+    patches = tokens - 1
+    conv = 2 * patches * patch_pixels * dim
+    linear = attention = 0
+    for block in range(depth):
+        q = last_queries if block == depth - 1 else tokens
+        linear += 2 * tokens * dim * 3 * dim  # qkv for every token
+        linear += 2 * q * dim * dim + 2 * q * dim * mlp * 2  # proj, fc1 + fc2
+        attention += 2 * q * tokens * dim  # one (q x tokens x dim) product: Q K^T or A V
+    linear += 2 * dim * labels  # classifier on the class token
+    if not train:
+        return conv + linear + 2 * attention
+    return 2 * conv + 3 * linear + (2 + 5) * attention
+
+
+def test_flops_match_a_hand_count_for_a_tiny_vit():
+    built = benchmark.SUITES["vit-base-patch16-224"](OVERRIDES, {"timm", "transformers"})
+    config = dict(tokens=17, dim=32, mlp=64, depth=2, labels=5, patch_pixels=3 * 8 * 8)
+    batch = {"pixel_values": torch.randn(2, 3, 32, 32), "labels": torch.tensor([0, 3])}
+    for name, last_queries in (("ours", 1), ("timm", 17), ("transformers", 17)):  # ours: class token only at the end
+        for mode in benchmark.MODES:
+            counted = benchmark.count_flops(built[name], mode, batch)
+            expected = _vit_flops(**config, last_queries=last_queries, train=mode == "train")
+            assert counted == expected, (name, mode, counted, expected)
+        assert all(p.grad is None for p in built[name].model.parameters())  # counting leaves no gradients
+
+
+def test_gemm_peak_measures_torch_mm_and_onednn():
+    peak = benchmark.gemm_peak(torch.device("cpu"), torch.float32, size=128, repeats=2)
+    assert "torch.mm" in peak["kernels"] and peak["gflops"] == max(peak["kernels"].values()) > 0
+    if torch.backends.mkldnn.is_available():
+        assert "onednn" in peak["kernels"]
+    assert benchmark.gemm_peak(torch.device("cpu"), torch.bfloat16, size=64, repeats=1)["dtype"] == "bfloat16"
+
+
+def test_plain_and_optimized_rows(optimizer_for_cpu):
+    report = benchmark.run_benchmark(_tiny())
+    results = report["results"]
+    assert list(results) == ["ours", "ours opt", "timm", "transformers"] and report["unavailable"] == {}
+    assert report["settings"]["variants"] == ["plain", "optimized"]
+    for mode in benchmark.MODES:
+        # the optimized copy is the same model: same parameters, same products
+        assert results["ours opt"]["params_m"] == results["ours"]["params_m"]
+        assert results["ours opt"]["gflops_per_img"][mode] == pytest.approx(results["ours"]["gflops_per_img"][mode])
+        for name, res in results.items():
+            assert 0 < res[mode]["mfu"] <= 1.5, (name, mode)
+            expected = res["gflops_per_img"][mode] * res[mode]["img_s"]["median"] / report["peak"]["gflops"]
+            assert res[mode]["mfu"] == pytest.approx(expected)
+    assert set(report["ratios"]) == {"ours/timm", "ours/transformers", "ours opt/timm", "ours opt/transformers"}
+    for key, per_mode in report["ratios"].items():
+        ours, ref = key.split("/")
+        for mode, ratio in per_mode.items():
+            assert ratio == pytest.approx(results[ours][mode]["img_s"]["median"] / results[ref][mode]["img_s"]["median"])
+    table = benchmark.format_table(report)
+    assert "\nours opt " in table and "ours opt/timm:" in table and "GEMM peak" in table and "MFU" in table
+    # the model given to the suite is not the one optimized: the plain row stays plain
+    with_opt = [type(m).__name__ for m in benchmark.with_variants(
+        benchmark.SUITES["vit-base-patch16-224"](OVERRIDES, set()), ("plain", "optimized"))["ours"].model.modules()]
+    assert "Linear" in with_opt
+
+
+def test_optimized_row_is_na_without_optimize_for_cpu(monkeypatch):
+    monkeypatch.delattr(hf_vision.optimize, "optimize_for_cpu", raising=False)
+    report = benchmark.run_benchmark(_tiny(modes=("inference",), references=(), flops=False))
+    assert list(report["results"]) == ["ours"] and "optimize_for_cpu" in report["unavailable"]["ours opt"]
+    assert report["peak"] is None and report["results"]["ours"]["inference"]["mfu"] is None
+
+
+def test_bf16_and_autocast_rows():
+    for settings in (_tiny(dtype="bf16", modes=("inference",), variants=("plain",)),
+                     _tiny(autocast=True, modes=("inference",), variants=("plain",))):
+        report = benchmark.run_benchmark(settings)
+        assert list(report["results"]) == ["ours", "timm", "transformers"]
+        assert report["peak"]["dtype"] == "bfloat16"
+        assert all(r["inference"]["img_s"]["median"] > 0 and r["inference"]["mfu"] > 0
+                   for r in report["results"].values())
+        assert all(v["inference"] > 0 for v in report["ratios"].values())
+    assert "bf16 autocast" in benchmark.format_markdown([report])
+    with pytest.raises(ValueError, match="autocast"):
+        benchmark.run_benchmark(_tiny(dtype="bf16", autocast=True))
+
+
+def test_compiled_and_eager_through_one_call():
+    """The GPU script's path (run_many over eager and compiled runs, Markdown + JSON-ready reports), on CPU with
+    a compile backend that skips code generation to stay fast."""
+    seen = []
+    reports = benchmark.run_many(_tiny(references=("timm",), variants=("plain",), warmup=1, compile_backend="aot_eager"),
+                                 ["vit-base-patch16-224"], compile_modes=(False, True),
+                                 on_report=lambda so_far: seen.append(len(so_far)))
+    assert seen == [1, 2] and [r["settings"]["compile"] for r in reports] == [False, True]
+    for report in reports:
+        assert all(report["results"][n][m]["img_s"]["median"] > 0 for n in ("ours", "timm") for m in benchmark.MODES)
+    # FLOPs are counted eagerly before compiling: the same in both runs
+    assert reports[0]["results"]["ours"]["gflops_per_img"] == reports[1]["results"]["ours"]["gflops_per_img"]
+    markdown = benchmark.format_markdown(reports)
+    rows = [line for line in markdown.splitlines() if line.startswith("| vit-base-patch16-224")]
+    assert len(rows) == 4 and {row.split(" | ")[2] for row in rows} == {"yes", "no"}
+    assert "ours/timm inf / train" in markdown and "GEMM peak" in markdown
+    json.dumps(reports)
+    with pytest.raises(ValueError, match="warmup"):
+        benchmark.run_benchmark(_tiny(compile=True, warmup=0))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
+def test_cuda_without_a_gpu_fails_clearly(tmp_path):
+    with pytest.raises(benchmark.DeviceUnavailable, match=r"torch.cuda.is_available\(\) is False"):
+        benchmark.run_benchmark(_tiny(device="cuda", variants=("plain",)))
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "benchmark_gpu.sh"), str(tmp_path / "out")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode != 0 and "torch.cuda.is_available() is False" in proc.stdout + proc.stderr
+    assert "is_available() is False" in (tmp_path / "out.log").read_text()
+
+
+def test_variants_and_presets_are_checked():
+    assert benchmark.resolve_variants(_tiny()) == ("plain", "optimized")
+    assert benchmark.resolve_variants(_tiny(device="cuda")) == ("plain",)
+    with pytest.raises(ValueError, match="optimize_for_cpu"):
+        benchmark.resolve_variants(_tiny(device="cuda", variants=("optimized",)))
+    with pytest.raises(ValueError, match="plain, optimized"):
+        benchmark.resolve_variants(_tiny(variants=("fast",)))
+    assert benchmark.resolve_presets("all") == list(benchmark.SUITE_ORDER)
+    assert set(benchmark.SUITE_ORDER) <= set(benchmark.SUITES)
+    with pytest.raises(ValueError, match="choose 'all'"):
+        benchmark.resolve_presets("vit-base-patch16-224,nope")
 
 
 def test_script_end_to_end(tmp_path):
-    out = tmp_path / "report.json"
+    out, md = tmp_path / "report.json", tmp_path / "report.md"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--preset", "vit-base-patch16-224",
          "--config", TINY, "--batch_size", "2", "--threads", "1", "--repeats", "2", "--warmup", "1",
-         "--json", str(out)],
+         "--peak_size", "128", "--json", str(out), "--markdown", str(md)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -31,9 +193,14 @@ def test_script_end_to_end(tmp_path):
         assert f"\n{name} " in table
     assert "ours/timm:" in table and "ours/transformers:" in table
 
-    report = json.loads(out.read_text())
+    (report,) = json.loads(out.read_text())["runs"]
     assert report["settings"]["threads"] == 1 and report["settings"]["batch_size"] == 2
-    assert set(report["results"]) == {"ours", "timm", "transformers"}
+    assert report["peak"]["threads"] == 1 and report["peak"]["size"] == 128
+    # the default on CPU is both variants; the optimized row runs wherever optimize_for_cpu exists
+    if report["settings"]["optimize_for_cpu"]:
+        assert set(report["results"]) == {"ours", "ours opt", "timm", "transformers"}
+    else:
+        assert set(report["results"]) == {"ours", "timm", "transformers"} and "ours opt" in report["unavailable"]
     params = {name: res["params_m"] for name, res in report["results"].items()}
     assert params["ours"] == pytest.approx(params["timm"]) == pytest.approx(params["transformers"])  # same config
     for res in report["results"].values():
@@ -43,68 +210,46 @@ def test_script_end_to_end(tmp_path):
             assert img_s["min"] <= img_s["median"] <= img_s["max"]
             assert len(res[mode]["img_per_cpu_s"]["all"]) == 2
             assert res[mode]["peak_mem_mb"] is None or res[mode]["peak_mem_mb"] >= 0
+            assert res["gflops_per_img"][mode] > 0 and 0 < res[mode]["mfu"] <= 1.5
     for ref in ("timm", "transformers"):
         for mode in ("inference", "train"):
             expected = report["results"]["ours"][mode]["img_s"]["median"] / report["results"][ref][mode]["img_s"]["median"]
-            assert report["ratios"][ref][mode] == pytest.approx(expected)
+            assert report["ratios"][f"ours/{ref}"][mode] == pytest.approx(expected)
             cpu = (report["results"]["ours"][mode]["img_per_cpu_s"]["median"]
                    / report["results"][ref][mode]["img_per_cpu_s"]["median"])
-            assert report["cpu_ratios"][ref][mode] == pytest.approx(cpu)
+            assert report["cpu_ratios"][f"ours/{ref}"][mode] == pytest.approx(cpu)
+    assert "| vit-base-patch16-224 | fp32 | no | ours |" in md.read_text()
 
 
 def test_single_mode_no_references_in_process():
-    settings = benchmark.Settings(
-        preset="vit-base-patch16-224", batch_size=2, repeats=1, warmup=0, modes=("inference",), references=(),
-        config_overrides=benchmark.parse_overrides([TINY]), memory=False,
-    )
-    report = benchmark.run_benchmark(settings)
+    report = benchmark.run_benchmark(_tiny(modes=("inference",), references=(), variants=("plain",), flops=False))
     assert list(report["results"]) == ["ours"] and report["ratios"] == {}
     assert "train" not in report["results"]["ours"]
     assert "ours" in benchmark.format_table(report)
 
 
 def test_threads_apply_to_the_run_only():
-    import torch
-
     before = torch.get_num_threads()
-    settings = benchmark.Settings(
-        preset="vit-base-patch16-224", batch_size=1, repeats=1, warmup=0, modes=("inference",), references=(),
-        config_overrides=benchmark.parse_overrides([TINY]), memory=False, threads=before + 1,
-    )
-    report = benchmark.run_benchmark(settings)
+    report = benchmark.run_benchmark(_tiny(batch_size=1, modes=("inference",), references=(), variants=("plain",),
+                                           flops=False, threads=before + 1))
     assert report["settings"]["threads"] == before + 1
     assert torch.get_num_threads() == before
 
 
-def test_sgemm_linear_applies_to_the_run_only(monkeypatch):
-    """--sgemm_linear turns our oneDNN Linear off while the suite is built and timed, and back on afterwards."""
-    from hf_vision.optimize import onednn_linear as linear_module
-
-    seen = []
-    build = benchmark.SUITES["vit-base-patch16-224"]
-
-    def probe(config_overrides, references):
-        seen.append(linear_module.ENABLED)
-        return build(config_overrides, references)
-
-    monkeypatch.setitem(benchmark.SUITES, "vit-base-patch16-224", probe)
-    settings = benchmark.Settings(
-        preset="vit-base-patch16-224", batch_size=1, repeats=1, warmup=0, modes=("inference",), references=(),
-        config_overrides=benchmark.parse_overrides([TINY]), memory=False, onednn_linear=False,
-    )
-    report = benchmark.run_benchmark(settings)
-    assert seen == [False] and linear_module.ENABLED is True
-    assert "our linear=sgemm" in benchmark.format_table(report)
+def test_plain_only_flags():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from benchmark import parse_args  # scripts/benchmark.py
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert parse_args(["--sgemm_linear"]).variants == "plain" == parse_args(["--no_optimize_for_cpu"]).variants
+    assert parse_args([]).variants is None
 
 
 def test_unavailable_reference_reported_as_na():
-    settings = benchmark.Settings(
-        preset="vit-base-patch16-224", batch_size=2, repeats=1, warmup=0, modes=("inference",),
-        references=("transformers",), memory=False,
-        config_overrides=benchmark.parse_overrides([TINY, "pooling=gap"]),
-    )
-    report = benchmark.run_benchmark(settings)
-    assert report["ratios"]["transformers"]["inference"] is None
+    report = benchmark.run_benchmark(_tiny(modes=("inference",), references=("transformers",), variants=("plain",),
+                                           flops=False, config_overrides=benchmark.parse_overrides([TINY, "pooling=gap"])))
+    assert report["ratios"]["ours/transformers"]["inference"] is None
     assert "N/A" in benchmark.format_table(report)
 
 

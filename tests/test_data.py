@@ -362,3 +362,21 @@ def test_reduced_jpeg_decode_keeps_the_crop_geometry(monkeypatch):
             error = (outs[0] - outs[1]).abs().mean().item()
             # Measured <= 1.3 (edges within half a decoded pixel); truncating the box instead reached 2.3.
             assert error < 2.0, (width, height, seed, error)
+
+
+def test_bad_images_counted_per_file_and_per_occurrence(tmp_path):
+    """An endless stream meets the same corrupt file once per epoch: occurrences grow, files stay distinct."""
+    good = _png(Image.new("RGB", (8, 8), (9, 9, 9)))
+    items = [("a", good, 0), ("b-corrupt", b"not an image", 1), ("c", good, 0), ("d-corrupt", b"nor this", 1)]
+    folder = tmp_path / "two_bad"
+    folder.mkdir()
+    _write_tar(folder / "train-00000-of-00001.tar", items)
+    stream = ImageStream(load_image_source(str(folder), "train"),
+                         eval_transform(PreprocessSpec((8, 8), (0,) * 3, (1,) * 3, crop_pct=1.0)),
+                         batch_size=2, collate=Collate((0,) * 3, (1,) * 3), infinite=True)
+    loader = StreamLoader(stream)
+    batches = iter(loader)
+    for _ in range(3):  # 2 good images per epoch: 3 epochs
+        next(batches)
+    assert loader.bad_images >= 4 and len(loader.bad_files) == 2
+    assert f"skipped {loader.bad_images} undecodable image(s) from 2 file(s)" in loader.report()

@@ -68,7 +68,8 @@ def test_gap_pooling_is_untouched_by_the_shortcut():
 
 @pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
 def test_in_place_inference_leaves_visible_tensors_alone(no_grad):
-    model = hf_vision.ViTModel(tiny_vit()).eval()
+    """optimize_for_cpu's in-place residual adds (no autograd) never write into the input or a returned state."""
+    model = hf_vision.optimize_for_cpu(hf_vision.ViTModel(tiny_vit()).eval())
     x = torch.randn(2, 3, 32, 32)
     x_copy = x.clone()
     with torch.enable_grad():
@@ -110,3 +111,22 @@ def test_sdpa_fast_path_matches_eager_with_bias_and_weights():
     _, weights = attn(x, bias, attn_implementation="sdpa", output_attentions=True)
     assert weights.shape == (3, 4, 9, 9)
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 9))
+
+
+def test_in_place_residual_never_writes_into_its_input():
+    """A branch that hands back its input (a pruned MLP, an Identity) must not be added into in place."""
+    from hf_vision.optimize.cpu import _in_place_residual
+
+    x = torch.randn(2, 5, 16)
+    x_copy = x.clone()
+    with torch.no_grad():
+        y = _in_place_residual(x, x)
+        z = _in_place_residual(x, x[:])  # a view of the same storage
+        fresh = torch.randn(2, 5, 16)
+        w = _in_place_residual(x, fresh)
+    assert torch.equal(x, x_copy)
+    torch.testing.assert_close(y, 2 * x_copy)
+    torch.testing.assert_close(z, 2 * x_copy)
+    assert w.data_ptr() == fresh.data_ptr()  # the fresh branch was reused, no new allocation
+    branch = torch.randn(2, 5, 16, requires_grad=True) * 1
+    assert _in_place_residual(x, branch).data_ptr() != branch.data_ptr()  # with autograd: out of place

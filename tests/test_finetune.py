@@ -57,8 +57,13 @@ def test_parse_overrides():
         parse_overrides("image_size")
 
 
-def test_finetune_default_model_on_embedded_digits(tmp_path):
+def test_finetune_default_model_on_embedded_digits(tmp_path, monkeypatch):
+    from hf_vision.training import finetune
+
+    optimized = []  # on CPU the run trains under optimize_for_cpu by default
+    monkeypatch.setattr(finetune, "optimize_for_cpu", lambda model: optimized.append(type(model)))
     metrics, out = _run(tmp_path, "--config_overrides", TINY)
+    assert optimized == [hf_vision.ViTForImageClassification]
     results = json.loads((out / "all_results.json").read_text())
     for key in ("eval_top1_accuracy", "eval_top5_accuracy", "train_loss"):
         assert key in results and key in metrics
@@ -195,8 +200,9 @@ def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path, monkeypa
 
 def _torchrun(script: str, *args: str, nproc: int = 2, cwd: Path) -> subprocess.CompletedProcess:
     """A real multi-process CPU job (gloo): `torchrun --nproc_per_node N scripts/<script> ...`."""
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), str(ROOT / "scripts" / script), *args]
+    # `python -m torch.distributed.run` is torchrun run by this interpreter (a venv may lack its own torchrun).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(ROOT / "scripts" / script), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -210,6 +216,7 @@ def test_two_process_cpu_run_on_disjoint_data(tmp_path):
                        "--max_eval_samples", "49", "--shuffle_buffer", "64", "--log_example_keys",
                        "--config_overrides", TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "find_unused_parameters" not in result.stderr  # DDP's per-rank warning (CLI default: off)
     keys = [(out / f"example_keys_rank{r}.txt").read_text().split() for r in range(2)]
     assert len(keys[0]) == len(keys[1]) == 3 * 16  # both ranks ran 3 steps
     assert not set(keys[0]) & set(keys[1])  # each rank its own share of the stream
@@ -262,3 +269,85 @@ def test_two_process_resume_with_workers_is_exact(tmp_path):
     assert _logged_losses(cut / "checkpoint-4") == _logged_losses(full / "checkpoint-4")
     a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_optimize_for_cpu_flag():
+    model_args = _script().parse_args(["--output_dir", "x"])[0]
+    assert model_args.optimize_for_cpu is True
+    assert _script().parse_args(["--output_dir", "x", "--no_optimize_for_cpu"])[0].optimize_for_cpu is False
+
+
+def run_fault_injection(script: str, tag: str, args: list[str], work: Path) -> dict:
+    """tests/fault_injection.py: a reference run, then per file operation of the `tag` save a killed run resumed
+    with `--resume_from_checkpoint latest` (one subprocess; the runs are forked from it)."""
+    cmd = [sys.executable, str(ROOT / "tests" / "fault_injection.py"), str(ROOT / "scripts" / script), str(work), tag,
+           "--", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((work / "results.json").read_text())
+    assert results["reference"] == 0, result.stderr[-3000:]
+    return results
+
+
+@pytest.mark.slow
+def test_kill_at_every_file_of_a_checkpoint_write_and_mid_rotation_resumes_exactly(tmp_path):
+    """A kill before each file of checkpoint-4 (weights, model sources, optimizer, scheduler, RNG, trainer state,
+    data position, completion mark) and in the middle of rotating checkpoint-2 out: `latest` picks a complete
+    checkpoint and the resumed run ends with the reference run's losses and weights, bitwise."""
+    args = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "1",
+            "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2", "--recipe", "mae",
+            "--learning_rate", "0.01", "--logging_steps", "1", "--shuffle_buffer", "32", "--max_eval_samples", "8",
+            "--config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"]
+    results = run_fault_injection("finetune.py", "checkpoint-4", args, tmp_path)
+    events = [p["event"] for p in results["points"]]
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+                 "data_state_rank0.json", "checkpoint_complete.json", "rename checkpoint-2", "(deleting)"):
+        assert any(name in e for e in events), (name, events)  # the kill points cover the whole save
+    ref = tmp_path / "ref"
+    ref_weights, ref_losses = load_file(ref / "model.safetensors"), _logged_losses(ref / "checkpoint-4")
+    assert [s for s, _ in ref_losses] == [1, 2, 3, 4]
+    failures = []
+    for point in results["points"]:
+        out = tmp_path / f"kill-{point['index']}"
+        if point["killed"] != 137 or point["resumed"] != 0:
+            failures.append(f"{point}: not killed there, or the resume failed")
+            continue
+        weights = load_file(out / "model.safetensors")
+        same = weights.keys() == ref_weights.keys() and all(torch.equal(weights[k], ref_weights[k]) for k in weights)
+        debris = [p.name for p in out.iterdir() if p.name.startswith(".")]
+        if not same or _logged_losses(out / "checkpoint-4") != ref_losses or debris:
+            failures.append(f"{point['event']}: weights equal {same}, debris {debris}")
+    assert not failures, "\n".join(failures)
+
+
+def test_latest_without_checkpoint_starts_fresh_and_guards_max_steps_and_output_dir(tmp_path, caplog):
+    """`latest` with nothing saved yet starts from step 0 (saying so); logged epochs are those consumed (not a
+    fraction of max_steps); a non-empty --output_dir needs resuming or --overwrite_output_dir; a changed
+    --max_steps on resume is refused."""
+    script, out = _script(), tmp_path / "run"
+    args = ["--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1",
+            "--per_device_train_batch_size", "4", "--shuffle_buffer", "16", "--max_eval_samples", "8",
+            "--logging_steps", "1", "--config_overrides", TINY]
+    with caplog.at_level("WARNING", logger="hf_vision.training"):
+        script.main([*args, "--resume_from_checkpoint", "latest"])
+    assert "starting from step 0" in caplog.text
+    epochs = [r["epoch"] for r in _trainer_state(out / "checkpoint-2")["log_history"] if "loss" in r]
+    assert epochs == pytest.approx([4 / 1438, 8 / 1438])  # of the 1,438 training digits
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        script.main(args)
+    with pytest.raises(ValueError, match="max_steps=2"):
+        script.main([*args, "--max_steps", "3", "--resume_from_checkpoint", "latest"])
+
+
+def test_top5_reported_only_with_more_than_five_classes():
+    import numpy as np
+    from transformers import EvalPrediction
+
+    from hf_vision.training.finetune import _metric_fn
+
+    labels = np.array([0, 1, 3, 3])
+    four = _metric_fn(4)(EvalPrediction(predictions=np.eye(4), label_ids=labels))
+    assert four == pytest.approx({"top1_accuracy": 0.75})  # top-5 of 4 classes would be 1.0 by construction
+    six = _metric_fn(6)(EvalPrediction(predictions=np.eye(4, 6), label_ids=labels))
+    assert set(six) == {"top1_accuracy", "top5_accuracy"}

@@ -157,25 +157,29 @@ def test_fresh_init_is_sane(case):
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_onednn_linear_matches_f_linear(case, monkeypatch):
-    """Every Linear of the model on oneDNN vs on F.linear: same outputs, same gradients. Tiny configs fall under
-    the layer's size cut, so here every Linear is forced onto the 16-image layout (a batch of 16 divides)."""
+    """`optimize_for_cpu` puts every Linear of the model on oneDNN: same outputs and gradients as the plain model
+    (F.linear), and the profiler sees oneDNN's kernel run for each product. Tiny configs fall under the layer's
+    size cut, so here every Linear is forced onto the 16-image layout (a batch of 16 divides)."""
     from torch.profiler import ProfilerActivity, profile
 
+    from hf_vision import optimize_for_cpu
     from hf_vision.optimize import onednn_linear as linear_module
 
-    def run(enabled: bool):
-        sent = []
+    sent = []
 
-        def images(rows: int, features: int) -> int | None:
-            n = linear_module._split(rows)
-            sent.append(n) if n else None
-            return n
+    def images(rows: int, features: int) -> int | None:
+        n = linear_module._split(rows)
+        sent.append(n) if n else None
+        return n
 
-        monkeypatch.setattr(linear_module, "ENABLED", enabled)
-        monkeypatch.setattr(linear_module, "MIN_ROWS_PER_IMAGE", 1)
-        monkeypatch.setattr(linear_module, "_images", images)
-        linear_module._split.cache_clear()
+    monkeypatch.setattr(linear_module, "MIN_ROWS_PER_IMAGE", 1)
+    monkeypatch.setattr(linear_module, "_images", images)
+
+    def run(optimize: bool):
+        sent.clear()
         model = _build(case).train()
+        if optimize:
+            assert optimize_for_cpu(model) is model
         torch.manual_seed(1)  # same dropout / drop-path draws in both runs
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             out = model(**_inputs(case, model.config, batch=16))
@@ -187,6 +191,7 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         return out, grads, convs, len(sent)
 
+    linear_module._split.cache_clear()
     try:
         ref, ref_grads, ref_convs, ref_sent = run(False)
         got, got_grads, got_convs, got_sent = run(True)
@@ -340,3 +345,157 @@ def test_torch_export_static_and_dynamic(case):
         after = _tensors(model(**_export_inputs(case, model.config, 2, 0)))
     assert all(type(t) is torch.Tensor for t in after)
     _assert_tensors_close(after, before, 0, 0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_optimize_for_cpu_changes_no_result_state_or_file(case, tmp_path):
+    """The opt-in keeps outputs (no_grad, where residuals go in place) and gradients to 1e-5, the state dict
+    (same keys, same tensors), `save_pretrained`'s files byte for byte, and its undo restores the exact plain
+    types (so e.g. quantize_dynamic({nn.Linear}) finds every Linear again)."""
+    from torch import nn
+
+    from hf_vision import optimize_for_cpu
+    from hf_vision.modeling.layers.block import Block
+
+    model = _build(case).eval()
+    plain_types = {name: type(m) for name, m in model.named_modules()}
+    inputs = _inputs(case, model.config)
+    with torch.no_grad():
+        ref = model(**inputs)
+    ref_out = model(**inputs)
+    ref_loss = sum(t.float().pow(2).mean() for t in _batched_tensors(ref_out, 3).values())
+    ref_grads = torch.autograd.grad(ref_loss, list(model.parameters()), allow_unused=True)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "plain")
+
+    optimize_for_cpu(model)
+    swapped = [name for name, m in model.named_modules() if type(m) is not plain_types[name]]
+    assert swapped and all(plain_types[n] in (nn.Linear, Block) for n in swapped)
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    with torch.no_grad():
+        got = model(**inputs)
+    _assert_outputs_close(got, ref, 3)
+    got_out = model(**inputs)
+    got_loss = sum(t.float().pow(2).mean() for t in _batched_tensors(got_out, 3).values())
+    got_grads = torch.autograd.grad(got_loss, list(model.parameters()), allow_unused=True)
+    for (name, _), g, r in zip(model.named_parameters(), got_grads, ref_grads):
+        assert (g is None) == (r is None), name
+        if g is not None:
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+    assert list(model.state_dict()) == list(state)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    model.save_pretrained(tmp_path / "optimized")
+    plain_files = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert plain_files == sorted(p.name for p in (tmp_path / "optimized").iterdir())
+    for name in plain_files:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "optimized" / name).read_bytes(), name
+
+    assert optimize_for_cpu(model, enable=False) is model
+    assert {name: type(m) for name, m in model.named_modules()} == plain_types
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_only_working_attention_implementations_are_advertised(case, tmp_path):
+    """eager and sdpa load and agree; flash/flex (whose paths our attention does not implement) are refused at
+    load time with transformers' error instead of failing inside the first forward."""
+    model = _build(case).eval()
+    model.save_pretrained(tmp_path)
+    assert not model._supports_flash_attn and not model._supports_flex_attn
+    assert not model._supports_attention_backend
+    inputs = _inputs(case, model.config, batch=2)
+    outs = {}
+    for impl in ("eager", "sdpa"):
+        loaded = case.model_cls.from_pretrained(tmp_path, attn_implementation=impl).eval()
+        assert loaded.config._attn_implementation == impl
+        with torch.no_grad():
+            outs[impl] = loaded(**inputs)
+    _assert_outputs_close(outs["eager"], outs["sdpa"], 2)
+    for impl in ("flash_attention_2", "flash_attention_3", "flex_attention"):
+        with pytest.raises(ValueError, match="does not support"):
+            case.model_cls.from_pretrained(tmp_path, attn_implementation=impl)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_config_return_dict_false_gives_tuples(case):
+    """As in transformers: `config.return_dict = False` makes forward return the output's tuple; an explicit
+    `return_dict=` argument wins over the config."""
+    model = _build(case).eval()
+    inputs = _inputs(case, model.config, batch=2)
+    with torch.no_grad():
+        ref = model(**inputs)
+        model.config.return_dict = False
+        got = model(**inputs)
+        explicit = model(**inputs, return_dict=True)
+        model.config.return_dict = True
+        forced = model(**inputs, return_dict=False)
+    assert isinstance(ref, transformers.utils.ModelOutput) and isinstance(explicit, transformers.utils.ModelOutput)
+    for out in (got, forced):
+        assert type(out) is tuple and len(out) == len(ref.to_tuple())
+        for a, b in zip(out, ref.to_tuple()):
+            if isinstance(a, torch.Tensor):
+                torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_input_embeddings_and_adapter_style_training_with_reentrant_checkpointing(case):
+    """get_input_embeddings() is the patch embedding; with everything frozen but the attention projections (what
+    LoRA trains) and reentrant gradient checkpointing, enable_input_require_grads() makes those train."""
+    model = _build(case).train()
+    embed = model.get_input_embeddings()
+    assert embed is model.base_model.get_input_embeddings()
+    assert any(embed is m for name, m in model.named_modules() if name.endswith("patch_embed"))
+    trainable = {name for name, p in model.named_parameters() if ".attn." in name}
+    assert trainable
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+    model.enable_input_require_grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    out = model(**_inputs(case, model.config, batch=2))
+    scalar = sum(t.float().pow(2).mean() for t in _batched_tensors(out, 2).values() if t.requires_grad)
+    scalar.backward()
+    missing = sorted(n for n, p in model.named_parameters() if n in trainable and (p.grad is None or not p.grad.any()))
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_half_precision_loading_and_casting(case, tmp_path):
+    """from_pretrained(dtype=bf16 | fp16) and model.to(bf16) run every family (fixed sin-cos tables follow the
+    weights' dtype) and stay near the fp32 outputs."""
+    model = _build(case).eval()
+    model.save_pretrained(tmp_path)
+    inputs = _inputs(case, model.config, batch=2)
+    with torch.no_grad():
+        ref = model(**inputs)
+    loaded = [(dtype, case.model_cls.from_pretrained(tmp_path, dtype=dtype).eval())
+              for dtype in (torch.bfloat16, torch.float16)]
+    loaded.append((torch.bfloat16, model.to(torch.bfloat16)))
+    for dtype, half in loaded:
+        assert all(p.dtype == dtype for p in half.parameters())
+        with torch.no_grad():
+            out = half(**{k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()})
+        got, want = _batched_tensors(out, 2), _batched_tensors(ref, 2)
+        assert got.keys() == want.keys()
+        for key in got:
+            if want[key].is_floating_point():
+                assert got[key].dtype == dtype, key
+                torch.testing.assert_close(got[key].float(), want[key], atol=0.15, rtol=0.1,
+                                           msg=lambda m: f"{dtype} {key}: {m}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_returned_hidden_states_and_attentions_get_gradients(case):
+    """Gradient-based attribution: retain_grad() on every returned hidden state and attention map, then backward,
+    gives each a gradient (they are the tensors the graph used, not views made afterwards)."""
+    model = _build(case).eval()
+    out = model(**_inputs(case, model.config, batch=2), output_hidden_states=True, output_attentions=True)
+    returned = {f"{key}.{i}": t for key in ("hidden_states", "reshaped_hidden_states", "attentions")
+                for i, t in enumerate(out.get(key) or ()) if t is not None}
+    assert returned
+    for t in returned.values():
+        t.retain_grad()
+    main = out.logits if "logits" in out else (out.feature_maps[-1] if "feature_maps" in out else out[0])
+    main.float().pow(2).sum().backward()
+    # the last block's attention of a classifier that reads only its class token may be partly unused: any
+    # gradient at all counts; a view made after use would have grad None
+    missing = sorted(k for k, t in returned.items() if t.grad is None)
+    assert not missing, missing

@@ -27,6 +27,7 @@ from hf_vision.model_card import build_model_card, card_for_folder, card_for_mod
 
 from .cases import CASES, tiny_mae, tiny_swin, tiny_vit
 from .fake_hub import FakeHub
+from .isolation import isolated_command
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_fake_write_token"
@@ -60,14 +61,6 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-# A fresh interpreter without site processing (so no editable-install hook), site-packages re-added by hand,
-# run from a temporary cwd: the project is unreachable, which the preamble proves before doing anything.
-_ISOLATED_PREAMBLE = textwrap.dedent("""
-    import importlib.util, sys, sysconfig
-    sys.path.append(sysconfig.get_paths()["purelib"])
-    for name in ("hf_vision", "modeling", "tests"):
-        assert importlib.util.find_spec(name) is None, name + " is importable"
-""")
 # Any connection attempt fails loudly (in addition to running without a network namespace where possible).
 _NO_NETWORK_PREAMBLE = textwrap.dedent("""
     import socket
@@ -79,11 +72,10 @@ _NO_NETWORK_PREAMBLE = textwrap.dedent("""
 
 
 def _run_python(code: str, *, cwd: Path, env: dict[str, str], isolated: bool, no_network: bool = False) -> dict:
-    preamble = (_ISOLATED_PREAMBLE if isolated else f"import sys; sys.path.insert(0, {str(ROOT)!r})\n")
-    if no_network:
-        preamble += _NO_NETWORK_PREAMBLE
-    cmd = [sys.executable, "-I", "-S", "-c", preamble + textwrap.dedent(code)] if isolated else \
-        [sys.executable, "-c", preamble + textwrap.dedent(code)]
+    # isolated: a fresh interpreter that cannot import this project (tests/isolation.py), from a temporary cwd.
+    preamble = _NO_NETWORK_PREAMBLE if no_network else ""
+    cmd = isolated_command(preamble + textwrap.dedent(code)) if isolated else \
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + preamble + textwrap.dedent(code)]
     if no_network and shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"]).returncode == 0:
         cmd = ["unshare", "-rn", *cmd]
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -62,3 +62,36 @@ def test_scripts_are_thin_and_say_how_to_run(path):
     assert f"scripts/{path.name}" in opening, f"{path.name}: the docstring's first lines must give the run command"
     assert "parse_args" in path.read_text()
     assert len(path.read_text().splitlines()) < 200, f"{path.name} is not thin"
+
+
+def test_pyproject_packages_cover_every_package_folder():
+    """The explicit `packages` list must name every folder with an __init__.py, or a wheel silently lacks it."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    assert setuptools["package-dir"] == {"hf_vision.modeling": "modeling"}
+    found = set()
+    for top, name in (("hf_vision", "hf_vision"), ("modeling", "hf_vision.modeling")):
+        for init in (ROOT / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / top).parts
+            found.add(".".join((name, *parts)))
+    assert found == listed, f"missing: {sorted(found - listed)}, stale: {sorted(listed - found)}"
+
+
+@pytest.mark.parametrize("path", sorted(p for top in ("hf_vision", "scripts", "tests", "modeling")
+                                        for p in (ROOT / top).rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_imports_a_top_level_modeling(path):
+    """`modeling` is installed as hf_vision.modeling only; `import modeling` would find a user's modeling.py."""
+    for level, module in _imports(path):
+        assert level or module.split(".")[0] != "modeling", f"{path.name} imports {module}"
+
+
+def test_a_modeling_py_in_the_working_directory_does_not_break_import(tmp_path):
+    import subprocess
+
+    (tmp_path / "modeling.py").write_text("raise RuntimeError('the user module was imported')\n")
+    code = "import hf_vision; m = hf_vision.ViTModel; print(m.__module__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "hf_vision.modeling.vit.modeling_vit"

@@ -5,17 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import hf_vision
 from hf_vision.training.pretrain import NonFiniteLossError, list_checkpoints, resolve_checkpoint
+
+from .isolation import isolated_command
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,decoder_hidden_size=32,"
@@ -55,16 +56,13 @@ def test_pretrain_end_to_end_outputs(tmp_path):
     assert type(AutoModel.from_pretrained(out)) is hf_vision.MAEModel
     # Remote code, in an interpreter that cannot import hf_vision or modeling.
     code = (
-        "import sys, sysconfig; sys.path.append(sysconfig.get_paths()['purelib'])\n"
-        "import importlib.util\n"
-        "assert importlib.util.find_spec('hf_vision') is None and importlib.util.find_spec('modeling') is None\n"
         "import torch\n"
         "from transformers import AutoModelForPreTraining\n"
         f"m = AutoModelForPreTraining.from_pretrained({str(out)!r}, trust_remote_code=True)\n"
         "print(type(m).__name__, m(torch.randn(1, 3, 32, 32)).loss.shape)\n"
     )
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
+    result = subprocess.run(isolated_command(code), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[0] == "MAEForPreTraining"
 
@@ -142,14 +140,17 @@ def test_checkpoint_listing_ignores_partial_writes(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_cpu_run_sees_disjoint_data(tmp_path):
-    """A real 2-rank gloo run: `torchrun --nproc_per_node 2` (accelerate launch --cpu would start only one)."""
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    """A real 2-rank gloo run as a user types it: `torchrun --nproc_per_node 2`, no --cpu (CPU mode is the default
+    without an accelerator; accelerate launch --cpu would start only one process)."""
     out = tmp_path / "ddp"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(ROOT / "scripts" / "pretrain_mae.py"), "--cpu",
-           "--output_dir", str(out), "--max_steps", "3", "--checkpointing_steps", "2", "--log_example_keys", *BASE]
+    # `python -m torch.distributed.run` is torchrun run by this interpreter (a venv may lack its own torchrun).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "scripts" / "pretrain_mae.py"), "--output_dir", str(out), "--max_steps", "3",
+           "--checkpointing_steps", "2", "--log_example_keys", *BASE]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('"final_loss"') == 1, result.stdout[-2000:]  # the summary: main process only
     keys = [(out / f"example_keys_rank{r}.txt").read_text().split() for r in range(2)]
     assert len(keys[0]) == len(keys[1]) == 3 * 16  # equal steps on both ranks
     assert not set(keys[0]) & set(keys[1])  # disjoint shards of the data
@@ -160,3 +161,84 @@ def test_two_process_cpu_run_sees_disjoint_data(tmp_path):
     assert {p.name for p in (out / "checkpoints" / "step_00000003").glob("data_state_rank*.json")} == {
         "data_state_rank0.json", "data_state_rank1.json"}
     assert type(hf_vision.MAEForPreTraining.from_pretrained(out)) is hf_vision.MAEForPreTraining
+
+
+def test_cpu_opt_in_is_default_and_leaves_the_saved_model_alone(tmp_path, monkeypatch):
+    """On CPU training runs under optimize_for_cpu unless --no_optimize_for_cpu; the saved files match."""
+    from safetensors.torch import load_file
+
+    from hf_vision.optimize import is_optimized_for_cpu
+    from hf_vision.training import pretrain
+
+    seen = []
+    real = pretrain.optimize_for_cpu
+    monkeypatch.setattr(pretrain, "optimize_for_cpu", lambda model: seen.append(model) or real(model))
+    _script().main(["--output_dir", str(tmp_path / "on"), "--max_steps", "1", *BASE])
+    assert len(seen) == 1 and is_optimized_for_cpu(seen[0])
+    _script().main(["--output_dir", str(tmp_path / "off"), "--max_steps", "1", *BASE, "--no_optimize_for_cpu"])
+    assert len(seen) == 1
+    assert (tmp_path / "on" / "config.json").read_text() == (tmp_path / "off" / "config.json").read_text()
+    on, off = load_file(tmp_path / "on" / "model.safetensors"), load_file(tmp_path / "off" / "model.safetensors")
+    assert on.keys() == off.keys()
+    for key in on:
+        torch.testing.assert_close(on[key], off[key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.mark.slow
+def test_kill_at_every_file_of_a_checkpoint_write_and_mid_rotation_resumes_exactly(tmp_path):
+    """A kill before each file operation of saving step 4 (Accelerate's state files, data position, trainer state,
+    the rename into place) and in the middle of rotating step 2 out; resumed with `latest`: the reference run's
+    losses and weights, bitwise."""
+    from safetensors.torch import load_file
+
+    from tests.test_finetune import run_fault_injection
+
+    args = ["--max_steps", "4", "--checkpointing_steps", "2", "--checkpoints_total_limit", "1", *BASE,
+            "--num_reconstructions", "1"]
+    results = run_fault_injection("pretrain_mae.py", "step_00000004", args, tmp_path)
+    events = [p["event"] for p in results["points"]]
+    for name in ("model.safetensors", "optimizer", "data_state_rank0.json", "trainer_state.json",
+                 "rename checkpoints/.tmp-step_00000004", "rename checkpoints/step_00000002", "(deleting)"):
+        assert any(name in e for e in events), (name, events)  # the kill points cover the whole save
+    ref_weights, ref_losses = load_file(tmp_path / "ref" / "model.safetensors"), _losses(tmp_path / "ref")
+    assert len(ref_losses) == 4
+    failures = []
+    for point in results["points"]:
+        out = tmp_path / f"kill-{point['index']}"
+        if point["killed"] != 137 or point["resumed"] != 0:
+            failures.append(f"{point}: not killed there, or the resume failed")
+            continue
+        weights = load_file(out / "model.safetensors")
+        same = weights.keys() == ref_weights.keys() and all(torch.equal(weights[k], ref_weights[k]) for k in weights)
+        debris = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+        if not same or _losses(out) != ref_losses or debris:
+            failures.append(f"{point['event']}: weights equal {same}, debris {debris}")
+    assert not failures, "\n".join(failures)
+
+
+def test_latest_without_checkpoint_starts_fresh_and_guards_max_steps_and_output_dir(tmp_path, caplog):
+    """`latest` with nothing saved yet starts from step 0 (saying so); a non-empty --output_dir needs resuming or
+    --overwrite_output_dir; a changed --max_steps on resume is refused; epochs are those consumed."""
+    out, script = tmp_path / "run", _script()
+    args = ["--output_dir", str(out), "--max_steps", "2", "--checkpointing_steps", "1", *BASE]
+    with caplog.at_level("WARNING", logger="hf_vision.training"):
+        script.main([*args, "--stop_after_steps", "1", "--resume_from_checkpoint", "latest"])
+    assert "starting from step 0" in caplog.text
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [pytest.approx(16 / 1438)]  # 16 of the 1,438 training digits
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        script.main(args)
+    with pytest.raises(ValueError, match="max_steps=2"):
+        script.main([*args, "--max_steps", "3", "--resume_from_checkpoint", "latest"])
+    script.main([*args, "--checkpointing_steps", "2", "--overwrite_output_dir"])
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]  # the earlier run's step 1 is gone
+
+
+def test_several_processes_with_world_size_one_are_refused(tmp_path, monkeypatch):
+    """Launched as 2 processes, but Accelerate forms no group (here: an accelerator that does not join them):
+    refused before anything is written, naming the fix."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    with pytest.raises(RuntimeError, match="launched as 2 processes.*--cpu"):
+        _script().main(["--output_dir", str(tmp_path / "run"), "--max_steps", "1", *BASE])
+    assert not (tmp_path / "run").exists()

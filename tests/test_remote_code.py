@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -16,22 +15,17 @@ from transformers import pipeline
 import hf_vision
 
 from .cases import tiny_vit
+from .isolation import isolated_command
 
-# Runs in a fresh interpreter: drops every path and import hook that could reach this project, proves the
-# packages are unimportable, then loads the checkpoint through transformers alone.
+# Runs in a fresh interpreter that cannot import this project (tests/isolation.py), then loads the checkpoint
+# through transformers alone.
 _ISOLATED = textwrap.dedent(
     """
-    import importlib.util, json, sys
-    repo = sys.argv[1]
-    sys.path[:] = [p for p in sys.path if p not in ("", ".", repo) and not p.startswith(repo)]
-    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
-                        and "editable" not in getattr(f, "__name__", "").lower()]
-    for name in ("hf_vision", "modeling"):
-        assert importlib.util.find_spec(name) is None, name + " is importable"
+    import json, sys
     import numpy as np, torch
     from PIL import Image
     from transformers import AutoModel, AutoModelForImageClassification, pipeline
-    ckpt, pixels_file = sys.argv[2], sys.argv[3]
+    ckpt, pixels_file = sys.argv[1], sys.argv[2]
     x = torch.from_numpy(np.load(pixels_file))
     clf = AutoModelForImageClassification.from_pretrained(ckpt, trust_remote_code=True).eval()
     base = AutoModel.from_pretrained(ckpt, trust_remote_code=True).eval()
@@ -53,9 +47,8 @@ _ISOLATED = textwrap.dedent(
 def run_isolated(checkpoint, pixels: torch.Tensor, tmp_path) -> dict:
     """Run `_ISOLATED` on a checkpoint in a fresh interpreter that cannot import this project; its JSON report."""
     np.save(tmp_path / "x.npy", pixels.numpy())
-    repo = str(__import__("pathlib").Path(hf_vision.__file__).resolve().parents[1])
     result = subprocess.run(
-        [sys.executable, "-c", _ISOLATED, repo, str(checkpoint), str(tmp_path / "x.npy")],
+        isolated_command(_ISOLATED, str(checkpoint), str(tmp_path / "x.npy")),
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
              "TRANSFORMERS_VERBOSITY": "error"},

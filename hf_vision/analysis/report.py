@@ -68,11 +68,32 @@ def load_images(folder: str | Path | None = None, *, limit: int | None = None) -
     return images[:limit] if limit else images
 
 
-def load_model(name_or_path: str | Path) -> nn.Module:
-    """Load any checkpoint hf_vision reads (ours as the class it was saved as, timm, transformers), in eval mode."""
+def load_model(name_or_path: str | Path, *, optimize_for_cpu: bool = True) -> nn.Module:
+    """Load any checkpoint hf_vision reads (ours as the class it was saved as, timm, transformers), in eval mode;
+    on CPU with `hf_vision.optimize_for_cpu` applied unless `optimize_for_cpu=False`."""
     from ..hub import from_pretrained
+    from ..optimize import optimize_for_cpu as optimize
 
-    return from_pretrained(str(name_or_path)).eval()
+    model = from_pretrained(str(name_or_path)).eval()
+    if optimize_for_cpu and all(p.device.type == "cpu" for p in model.parameters()):
+        optimize(model)
+    return model
+
+
+# Files that only a training run, a conversion or a push leaves next to a checkpoint.
+TRAINING_RECORDS = ("run_args.json", "all_results.json", "train_log.jsonl", "trainer_state.json", "README.md")
+
+
+def untrained_warning(name_or_path: str | Path) -> str | None:
+    """A warning when a local checkpoint shows no sign of training, since its figures would only show the random
+    initialisation (e.g. a freshly built model saved with save_pretrained); None for trained-looking folders and
+    Hub names (which we cannot inspect without downloading)."""
+    folder = Path(name_or_path)
+    if not folder.is_dir() or any((folder / name).exists() for name in TRAINING_RECORDS):
+        return None
+    return (f"warning: {name_or_path} has no record of training (none of {', '.join(TRAINING_RECORDS)}): if its "
+            "weights were never trained, these figures show only the random initialisation (noise), not what a "
+            "trained model learns")
 
 
 def default_model_dir() -> Path:
@@ -126,10 +147,12 @@ def visualize(
     seed: int = 0,
     max_shown: int = 6,
     progress: bool = True,
+    warning: str | None = None,
 ) -> list[FigureRecord | Skipped]:
     """Write every figure that makes sense for `model` and an index.html; returns what was drawn or skipped.
 
     Averages (mean attention distance) use every image; per-image figures show the first `max_shown`.
+    warning: shown at the top of index.html (e.g. `untrained_warning`).
     """
     from . import plots
 
@@ -228,12 +251,13 @@ def visualize(
         attempt("MAE reconstructions", lambda: mae_figures(model, pixel_values, names, output_dir,
                                                             mask_ratios=mask_ratios, seed=seed, progress=progress))
 
-    write_index(output_dir, records, title=f"hf-vision analyses: {_title(model)}")
+    write_index(output_dir, records, title=f"hf-vision analyses: {_title(model)}", warning=warning)
     return records
 
 
-def write_index(output_dir: str | Path, records: Sequence[FigureRecord | Skipped], *, title: str) -> Path:
-    """index.html: every figure with its one-line caption, then the analyses skipped and why."""
+def write_index(output_dir: str | Path, records: Sequence[FigureRecord | Skipped], *, title: str,
+                warning: str | None = None) -> Path:
+    """index.html: a warning if any, every figure with its one-line caption, then the analyses skipped and why."""
     figures = [r for r in records if isinstance(r, FigureRecord)]
     skipped = [r for r in records if isinstance(r, Skipped)]
     parts = [
@@ -243,6 +267,8 @@ def write_index(output_dir: str | Path, records: Sequence[FigureRecord | Skipped
         "img{max-width:100%;border:1px solid #ddd}figcaption{color:#333;margin-top:.4em}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
+    if warning:
+        parts.append(f"<p class='warning' style='color:#a00;font-weight:bold'>{html.escape(warning)}</p>")
     for r in figures:
         parts.append(f"<figure><img src='{html.escape(r.file)}' alt='{html.escape(r.caption)}'>"
                      f"<figcaption>{html.escape(r.caption)}</figcaption></figure>")

@@ -1,4 +1,5 @@
-"""The ResNet-trunk half of hybrid conversion: timm's `ResNetV2` and Google's `conv_root`/`blockN/unitM` layout.
+"""The ResNet-trunk half of hybrid conversion: timm's `ResNetV2` and Google's `conv_root`/`blockN/unitM` layout,
+and the way back to a timm trunk.
 
 The transformer half is shared with plain ViT (convert/vit.py), which calls into this module when a source has a
 CNN trunk. Our trunk's attribute names follow timm's (stem.conv, stages.i.blocks.j.conv1, downsample.conv ...),
@@ -6,6 +7,7 @@ so timm keys only move under `embeddings.patch_embed.`; Google's names are mappe
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -64,6 +66,40 @@ def timm_backbone_key(key: str, *, stem_only: bool) -> str | None:
         return None
     rest = key[len(prefix):]
     return OURS + ("stem." + rest if stem_only else rest)
+
+
+def timm_backbone(config) -> nn.Module:
+    """A timm ResNetV2 trunk (or its stem alone) with our HybridConfig's layout, as `vit_*_r*_s*` builds it."""
+    from timm.layers import GroupNormAct, StdConv2dSame
+    from timm.models.resnetv2 import ResNetV2, create_resnetv2_stem
+
+    # Google's (w - mean) / (std + eps) kernels are exported pre-folded for timm's formula (timm_std_conv_weight)
+    eps = config.backbone_std_eps if config.backbone_std_style == "timm" else 1e-8
+    layers = dict(conv_layer=partial(StdConv2dSame, eps=eps),
+                  norm_layer=partial(GroupNormAct, num_groups=config.backbone_norm_groups, eps=config.backbone_norm_eps))
+    width = config.backbone_width
+    if not config.backbone_layers:
+        return create_resnetv2_stem(config.num_channels, width, stem_type="same", preact=False, **layers)
+    return ResNetV2(layers=list(config.backbone_layers), channels=[4 * width * 2**i for i in range(len(config.backbone_layers))],
+                    stem_chs=width, in_chans=config.num_channels, num_classes=0, global_pool="", preact=False,
+                    stem_type="same", **layers)
+
+
+def timm_std_conv_weight(conv: nn.Module, *, eps: float) -> torch.Tensor:
+    """Our StdConv2d's kernel as timm's StdConv2dSame (w - mean) / sqrt(var + eps) must hold it.
+
+    timm style: the kernel itself. Google style, (w - mean) / (std + eps_g): export k * s, where s is our
+    standardised kernel (mean 0, variance v < 1 per output channel) and k^2 = eps / (1 - v); timm then computes
+    k * s / sqrt(k^2 v + eps) = k * s / k = s, the kernel our model convolves with.
+    """
+    if conv.style == "timm" and conv.eps == eps:
+        return conv.weight
+    s = conv.standardized_weight().detach().double()
+    # (O, I, kh, kw) -> per output channel variance (O, 1, 1, 1)
+    var = s.reshape(s.shape[0], -1).var(dim=1, unbiased=False).view(-1, 1, 1, 1)
+    if bool((var >= 1).any()):
+        raise ValueError("hybrid to timm: a standardised kernel with variance >= 1 cannot be folded")
+    return (s * torch.sqrt(eps / (1 - var))).float()
 
 
 # ---------------------------------------------------------------- Google .npz

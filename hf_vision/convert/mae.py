@@ -1,11 +1,14 @@
 """MAE checkpoints from transformers (`ViTMAEForPreTraining`, `ViTMAEModel`) and from the official release
-(facebookresearch/mae `mae_pretrain_vit_*.pth` / `mae_visualize_vit_*.pth` state dicts).
+(facebookresearch/mae `mae_pretrain_vit_*.pth` / `mae_visualize_vit_*.pth` state dicts), and the way back to
+transformers (`ViTMAEForPreTraining` / `ViTMAEModel`) and to a timm ViT (the encoder).
 
 Our attribute names follow the official ones closely (`blocks.N.attn.qkv`, `decoder_blocks.N` ->
 `decoder.blocks.N`), so the official mapping is a renaming; transformers keeps q, k and v apart, which we fuse.
+transformers' ViTMAE encoder uses ViT's names, so its key map is ViT's (convert/vit.py), applied to the decoder too.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,23 @@ from torch import nn
 
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
 from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+from hf_vision.modeling.vit.configuration_vit import ViTConfig
 
-from . import OFFICIAL_LOADERS, TRANSFORMERS_CONVERTERS
+from . import (
+    OFFICIAL_LOADERS,
+    TO_TIMM,
+    TO_TRANSFORMERS,
+    TRANSFORMERS_CONVERTERS,
+    KeySource,
+    assemble,
+    fill_strictly,
+    rebase,
+    timm_pretrained_cfg,
+)
 from ..presets import get_config
+from .vit import timm_vit_args, timm_vit_key, transformers_vit_key
+
+logger = logging.getLogger(__name__)
 
 _CONFIG_FIELDS = (
     "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -33,23 +50,24 @@ def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     return model.eval()
 
 
-def _transformers_block(src: dict[str, torch.Tensor], s: str, d: str) -> dict[str, torch.Tensor]:
-    """transformers' ViTMAE layer `s` -> our Block `d` (q, k, v fused into qkv in that order)."""
-    out = {
-        f"{d}.norm1.weight": src[f"{s}.layernorm_before.weight"],
-        f"{d}.norm1.bias": src[f"{s}.layernorm_before.bias"],
-        f"{d}.attn.qkv.weight": torch.cat([src[f"{s}.attention.{p}_proj.weight"] for p in "qkv"]),
-        f"{d}.attn.proj.weight": src[f"{s}.attention.o_proj.weight"],
-        f"{d}.attn.proj.bias": src[f"{s}.attention.o_proj.bias"],
-        f"{d}.norm2.weight": src[f"{s}.layernorm_after.weight"],
-        f"{d}.norm2.bias": src[f"{s}.layernorm_after.bias"],
-    }
-    if f"{s}.attention.q_proj.bias" in src:
-        out[f"{d}.attn.qkv.bias"] = torch.cat([src[f"{s}.attention.{p}_proj.bias"] for p in "qkv"])
-    for fc in ("fc1", "fc2"):
-        for kind in ("weight", "bias"):
-            out[f"{d}.mlp.{fc}.{kind}"] = src[f"{s}.mlp.{fc}.{kind}"]
-    return out
+_HF_DECODER = {
+    "decoder.decoder_embed.": "decoder.embed.",
+    "decoder.mask_token": "decoder.mask_token",
+    "decoder.decoder_pos_embed": "decoder.position_embeddings",
+    "decoder.decoder_norm.": "decoder.norm.",
+    "decoder.decoder_pred.": "decoder.pred.",
+}
+
+
+def transformers_mae_key(key: str) -> KeySource:
+    """transformers ViTMAE key -> ours (None: no counterpart). The encoder is ViT's map under the same prefix
+    ("vit." in the pre-training model, none in ViTMAEModel); decoder layers reuse ViT's layer map."""
+    if key.startswith("decoder.decoder_layers."):  # "layers.N.*" -> "encoder.blocks.N.*" -> "decoder.blocks.N.*"
+        return rebase(transformers_vit_key(key[len("decoder.decoder_"):]), "encoder.", "decoder.")
+    if key.startswith("decoder."):
+        return _rename(key, _HF_DECODER)
+    prefix = "vit." if key.startswith("vit.") else ""
+    return rebase(transformers_vit_key(key[len(prefix):]), "", prefix)
 
 
 def from_transformers(model: nn.Module) -> MAEForPreTraining | MAEModel:
@@ -59,32 +77,10 @@ def from_transformers(model: nn.Module) -> MAEForPreTraining | MAEModel:
     config = MAEConfig(**{field: getattr(hf, field) for field in _CONFIG_FIELDS})
     src = {k: v.detach() for k, v in model.state_dict().items()}
     pretraining = any(k.startswith("decoder.") for k in src)
-    p = "vit." if pretraining else ""  # both sides keep the encoder under "vit." in the pre-training model
-    state = {
-        f"{p}embeddings.cls_token": src[f"{p}embeddings.cls_token"],
-        f"{p}embeddings.position_embeddings": src[f"{p}embeddings.position_embeddings"],
-        f"{p}embeddings.patch_embed.proj.weight": src[f"{p}embeddings.patch_embeddings.projection.weight"],
-        f"{p}embeddings.patch_embed.proj.bias": src[f"{p}embeddings.patch_embeddings.projection.bias"],
-        f"{p}norm.weight": src[f"{p}layernorm.weight"],
-        f"{p}norm.bias": src[f"{p}layernorm.bias"],
-    }
-    for i in range(config.num_hidden_layers):
-        state.update(_transformers_block(src, f"{p}layers.{i}", f"{p}encoder.blocks.{i}"))
-    if not pretraining:
-        return _load_strict(MAEModel(config), state, type(model).__name__)
-    state.update({
-        "decoder.embed.weight": src["decoder.decoder_embed.weight"],
-        "decoder.embed.bias": src["decoder.decoder_embed.bias"],
-        "decoder.mask_token": src["decoder.mask_token"],
-        "decoder.position_embeddings": src["decoder.decoder_pos_embed"],
-        "decoder.norm.weight": src["decoder.decoder_norm.weight"],
-        "decoder.norm.bias": src["decoder.decoder_norm.bias"],
-        "decoder.pred.weight": src["decoder.decoder_pred.weight"],
-        "decoder.pred.bias": src["decoder.decoder_pred.bias"],
-    })
-    for i in range(config.decoder_num_hidden_layers):
-        state.update(_transformers_block(src, f"decoder.decoder_layers.{i}", f"decoder.blocks.{i}"))
-    return _load_strict(MAEForPreTraining(config), state, type(model).__name__)
+    state, unplaced = assemble(src, transformers_mae_key)
+    if unplaced:
+        raise ValueError(f"{type(model).__name__}: tensors with no counterpart in our MAE: {unplaced}")
+    return _load_strict((MAEForPreTraining if pretraining else MAEModel)(config), state, type(model).__name__)
 
 
 # Official name prefix -> ours; everything under a block keeps its name (norm1, attn.qkv, attn.proj, norm2, mlp.fc*).
@@ -143,5 +139,67 @@ def load_official(path: str | Path, name: str, **overrides: Any) -> MAEForPreTra
     return _load_strict(model, state, str(path))
 
 
+# ---------------------------------------------------------------- the way back
+def _refuse_masking_variants(config: MAEConfig, library: str) -> None:
+    if config.mask_strategy != "random":
+        raise ValueError(f"{library} masks at random only: mask_strategy={config.mask_strategy!r} "
+                         "is not expressible (accepted: 'random')")
+    if config.encoder_mask_tokens:
+        raise ValueError(f"{library} has no encoder mask token: encoder_mask_tokens=True is not expressible "
+                         "(accepted: False)")
+
+
+def to_transformers(model: nn.Module) -> nn.Module:
+    """transformers `ViTMAEForPreTraining` (from ours) or `ViTMAEModel` (from `MAEModel`): for the same noise the
+    same loss, logits, mask and ids_restore."""
+    import transformers
+
+    config = model.config
+    _refuse_masking_variants(config, "transformers' ViTMAE")
+    if config.drop_path_rate:
+        logger.warning("transformers' ViTMAE has no stochastic depth: drop_path_rate=%s is not carried over",
+                       config.drop_path_rate)
+    fields = {field: getattr(config, field) for field in _CONFIG_FIELDS}
+    if isinstance(fields["image_size"], list):
+        fields["image_size"] = tuple(fields["image_size"])
+    hf_config = transformers.ViTMAEConfig(**fields)
+    pretraining = isinstance(model, MAEForPreTraining)
+    target = (transformers.ViTMAEForPreTraining if pretraining else transformers.ViTMAEModel)(hf_config)
+    return fill_strictly(target, model, transformers_mae_key)
+
+
+def timm_encoder_args(config: MAEConfig, *, global_pool: str) -> tuple[str, dict[str, Any]]:
+    """timm ViT arguments for our MAE encoder, through the ViT view of an MAE config (ENCODER_SOURCES)."""
+    vit = ViTConfig(**{**ViTConfig.encoder_config_dict(config.to_dict()), "num_labels": 0})
+    if global_pool not in ("token", "avg"):
+        raise ValueError(f"global_pool={global_pool!r} is not supported; accepted: 'token', 'avg'")
+    vit.pooling, vit.fc_norm = ("cls" if global_pool == "token" else "gap"), False
+    return timm_vit_args(vit, num_classes=0)
+
+
+def to_timm(model: nn.Module, *, global_pool: str = "avg") -> nn.Module:
+    """The MAE encoder as a timm `VisionTransformer` (num_classes=0, no masking): features of the whole image.
+
+    global_pool: "avg" (mean of the normalised patch tokens, the default) or "token" (the class token). The
+    encoder's final norm stays on every token (fc_norm=False): a fine-tuning fc_norm would be new, untrained
+    weights. Add a classifier in timm with `reset_classifier(num_classes)`; the decoder is left behind.
+    """
+    import timm
+
+    config = model.config
+    _refuse_masking_variants(config, "timm's ViT")
+    arch, args = timm_encoder_args(config, global_pool=global_pool)
+    target = timm.create_model(arch, pretrained=False, **args)
+    timm_pretrained_cfg(target, config)
+    prefix = "vit." if isinstance(model, MAEForPreTraining) else ""
+
+    def source_of(key: str) -> KeySource:
+        return rebase(timm_vit_key(key), "", prefix)
+
+    return fill_strictly(target, model, source_of, leave=lambda key: key.startswith("decoder."))
+
+
 TRANSFORMERS_CONVERTERS["vit_mae"] = from_transformers
+TO_TRANSFORMERS.update({MAEModel: to_transformers, MAEForPreTraining: to_transformers})
+TO_TIMM.update({MAEModel: to_timm, MAEForPreTraining: to_timm})
 OFFICIAL_LOADERS["mae-"] = load_official

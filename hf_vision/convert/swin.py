@@ -1,16 +1,19 @@
 """Swin conversion: timm `swin_*`, transformers `SwinModel`/`SwinForImageClassification`/`SwinBackbone`, and
-Microsoft's released `.pth` checkpoints (state dict under "model").
+Microsoft's released `.pth` checkpoints (state dict under "model"); the way back to timm and transformers reads
+the same key maps backwards.
 
 Our attribute names are Microsoft's, so the official format is a rename plus dropping shape-only buffers;
 timm moves each patch merging to the start of the next stage (`layers.i.downsample` -> our `layers.{i-1}`);
 transformers splits q/k/v and renames norms. Stages whose feature map is no larger than the window were built
 with a smaller window by timm and Microsoft, so their bias tables are smaller: we embed them at the centre of
-ours, which is exact for every input size those models accept (the centre is all a smaller window reads).
+ours, which is exact for every input size those models accept (the centre is all a smaller window reads); the
+way back crops that centre out again.
 """
 from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,24 @@ from hf_vision.modeling.swin.modeling_swin import (
     resize_relative_position_bias_table,
 )
 
-from . import OFFICIAL_LOADERS, TIMM_CONVERTERS, TRANSFORMERS_CONVERTERS
+from . import (
+    KEEP,
+    OFFICIAL_LOADERS,
+    TIMM_CONVERTERS,
+    TO_TIMM,
+    TO_TRANSFORMERS,
+    TRANSFORMERS_CONVERTERS,
+    KeySource,
+    assemble,
+    fill_strictly,
+    rebase,
+    timm_pretrained_cfg,
+)
 
 _TABLE = "relative_position_bias_table"
+# our classifier's state-dict prefix (SwinForImageClassification); every map below goes through it
+HEAD = "classifier."
+_SHAPE_ONLY = ("relative_position_index", "attn_mask")  # buffers each library derives from the window
 
 
 def stage_windows(config: SwinConfig) -> list[int]:
@@ -57,6 +75,15 @@ def fit_table(table: torch.Tensor, window: int, source_window: int | None = None
         out[offset:offset + side, offset:offset + side] = table.view(side, side, -1)
         return out.view(target * target, -1)
     return resize_relative_position_bias_table(table, target * target)
+
+
+def crop_table(table: torch.Tensor, window: int) -> torch.Tensor:
+    """Our table ((2M-1)^2, heads) for a stage clamped to a window of side m <= M: its centre ((2m-1)^2, heads),
+    the only part such a window reads (the inverse of `fit_table`'s embedding)."""
+    side, target = math.isqrt(table.shape[0]), 2 * window - 1
+    offset = (side - target) // 2
+    # ((2M-1)^2, heads) -> (2M-1, 2M-1, heads) -> centre (2m-1, 2m-1, heads) -> ((2m-1)^2, heads)
+    return table.view(side, side, -1)[offset:offset + target, offset:offset + target].reshape(target * target, -1)
 
 
 def _load(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
@@ -125,13 +152,13 @@ def timm_config(model: nn.Module, **overrides: Any) -> SwinConfig:
 
 
 def timm_key(key: str) -> str | None:
-    """timm state-dict key -> ours (under `swin.`, head at the top); None to drop."""
+    """timm state-dict key -> ours (under `swin.`, the classifier at the top); None to drop."""
     if key.startswith("head.fc."):
-        return "head." + key[len("head.fc."):]
+        return HEAD + key[len("head.fc."):]
     match = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", key)
     if match:
         return f"swin.layers.{int(match.group(1)) - 1}.downsample.{match.group(2)}"
-    if key.endswith(("relative_position_index", "attn_mask")):
+    if key.endswith(_SHAPE_ONLY):
         return None
     return "swin." + key
 
@@ -190,28 +217,25 @@ _TRANSFORMERS_RENAMES = [
     (r"\.attention\.relative_position_bias\.relative_position_bias_table$", ".attn.relative_position_bias_table"),
     (r"\.attention\.o_proj\.", ".attn.proj."),
     (r"^(swin\.)?layernorm\.", r"\1norm."),
-    (r"^classifier\.", "head."),
 ]
+
+
+def transformers_key(key: str) -> KeySource:
+    """transformers Swin key -> ours: renamed, q/k/v as thirds of our fused qkv (q, k, v order), index buffers and
+    the mask token (masked image modeling only) KEEP."""
+    if key.endswith(("relative_position_index", "mask_token")):
+        return KEEP
+    for pattern, repl in _TRANSFORMERS_RENAMES:
+        key = re.sub(pattern, repl, key)
+    match = re.match(r"^(.*)\.attention\.([qkv])_proj\.(weight|bias)$", key)
+    if match:
+        return f"{match.group(1)}.attn.qkv.{match.group(3)}", "qkv".index(match.group(2)), 3
+    return key
 
 
 def transformers_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename transformers Swin keys to ours and fuse q/k/v into one qkv projection."""
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        if key.endswith(("relative_position_index", "mask_token")):
-            continue
-        for pattern, repl in _TRANSFORMERS_RENAMES:
-            key = re.sub(pattern, repl, key)
-        match = re.match(r"^(.*)\.attention\.([qkv])_proj\.(weight|bias)$", key)
-        if match:
-            qkv.setdefault(f"{match.group(1)}.attn.qkv.{match.group(3)}", {})[match.group(2)] = value
-            continue
-        out[key] = value
-    for key, parts in qkv.items():
-        # three (C, ...) projections -> (3C, ...) in q, k, v order, the layout our fused qkv splits
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return out
+    return assemble(state_dict, transformers_key)[0]
 
 
 def from_transformers_swin(model: nn.Module, **overrides: Any) -> nn.Module:
@@ -234,13 +258,13 @@ def from_transformers_swin(model: nn.Module, **overrides: Any) -> nn.Module:
 
 # ---------------------------------------------------------------- Microsoft's release
 def official_state_dict(state_dict: dict[str, torch.Tensor], config: SwinConfig) -> dict[str, torch.Tensor]:
-    """Microsoft's keys (already ours) under `swin.`, head on top; shape-only buffers dropped; tables of clamped
-    stages embedded, tables of another window size resized."""
+    """Microsoft's keys (already ours) under `swin.`, their `head` as our `classifier`; shape-only buffers
+    dropped; tables of clamped stages embedded, tables of another window size resized."""
     out = {}
     for key, value in state_dict.items():
         if key.endswith(("relative_position_index", "attn_mask")):
             continue
-        out[key if key.startswith("head.") else "swin." + key] = value
+        out[HEAD + key[len("head."):] if key.startswith("head.") else "swin." + key] = value
     saved_windows = []
     for i in range(len(config.depths)):
         table = out.get(f"swin.layers.{i}.blocks.0.attn.{_TABLE}")
@@ -277,6 +301,111 @@ def load_official_swin(path: str | Path, name: str, **overrides: Any) -> SwinFor
     return _load(model, source)
 
 
+# ---------------------------------------------------------------- the way back
+def _refuse(library: str, config: SwinConfig, extra: dict[str, bool] | None = None) -> None:
+    reasons = {
+        "shifted_windows=False (every other block is always shifted there)": not config.shifted_windows,
+        "use_relative_position_bias=False": not config.use_relative_position_bias,
+        "patch_norm=False (the patch embedding is always normalised there)": not config.patch_norm,
+        **(extra or {}),
+    }
+    found = [reason for reason, present in reasons.items() if present]
+    if found:
+        raise ValueError(f"{library} cannot express this Swin: {'; '.join(found)}")
+
+
+def timm_swin_args(config: SwinConfig, *, num_classes: int) -> tuple[str, dict[str, Any]]:
+    """(timm architecture, create_model kwargs) for our SwinConfig; ValueError naming what timm lacks."""
+    _refuse("timm's SwinTransformer", config, {
+        "use_absolute_position_embeddings=True": config.use_absolute_position_embeddings,
+        f"hidden_act={config.hidden_act!r} (accepted: 'gelu')": config.hidden_act != "gelu",
+    })
+    height, width = pair(config.image_size)
+    args: dict[str, Any] = dict(
+        img_size=height if height == width else (height, width), patch_size=config.patch_size,
+        in_chans=config.num_channels, num_classes=num_classes, embed_dim=config.embed_dim,
+        depths=tuple(config.depths), num_heads=tuple(config.num_heads), window_size=config.window_size,
+        mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, proj_drop_rate=config.hidden_dropout_prob,
+        attn_drop_rate=config.attention_probs_dropout_prob, drop_path_rate=config.drop_path_rate,
+    )
+    if config.layer_norm_eps != 1e-5:  # timm's default; another eps is not serialisable into timm's config
+        args["norm_layer"] = partial(nn.LayerNorm, eps=config.layer_norm_eps)
+    return "swin_tiny_patch4_window7_224", args
+
+
+def to_timm_swin(model: nn.Module) -> nn.Module:
+    """timm `SwinTransformer` with our weights (num_classes=0 from SwinModel: its output is our pooler_output).
+    Stages whose map fits in one window get the centre of our bias tables, as timm builds them smaller."""
+    import timm
+
+    if isinstance(model, SwinBackbone):
+        raise ValueError("to_timm: SwinBackbone is not supported; convert SwinModel or SwinForImageClassification "
+                         "and use timm's features_only=True")
+    classifier = isinstance(model, SwinForImageClassification)
+    config = model.config
+    arch, args = timm_swin_args(config, num_classes=config.num_labels if classifier else 0)
+    target = timm.create_model(arch, pretrained=False, **args)
+    timm_pretrained_cfg(target, config)
+
+    def source_of(key: str) -> KeySource:
+        if key.endswith(_SHAPE_ONLY):
+            return KEEP
+        return timm_key(key) if classifier else rebase(timm_key(key), "swin.", "")
+
+    def adapt(key: str, tensor: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+        return crop_table(tensor, (math.isqrt(theirs.shape[0]) + 1) // 2) if key.endswith(_TABLE) else tensor
+
+    return fill_strictly(target, model, source_of, adapt=adapt)
+
+
+def transformers_config_for(config: SwinConfig, *, backbone: bool = False):
+    """transformers' SwinConfig for ours (the inverse of `transformers_config`)."""
+    from transformers import SwinConfig as HFSwinConfig
+
+    windows = stage_windows(config)
+    _refuse("transformers' Swin", config, {
+        # transformers 5.24 clamps such a stage's window but keeps the full-size bias: its forward fails; its
+        # backbone pads to a whole window instead, as ours does
+        f"window_size={config.window_size} larger than a stage's map at image_size={config.image_size} (stage "
+        f"windows {windows})": not backbone and min(windows) < config.window_size,
+    })
+    height, width = pair(config.image_size)
+    return HFSwinConfig(
+        image_size=height if height == width else [height, width], patch_size=config.patch_size,
+        num_channels=config.num_channels, embed_dim=config.embed_dim, depths=list(config.depths),
+        num_heads=list(config.num_heads), window_size=config.window_size, mlp_ratio=config.mlp_ratio,
+        qkv_bias=config.qkv_bias, hidden_act=config.hidden_act, hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob, drop_path_rate=config.drop_path_rate,
+        layer_norm_eps=config.layer_norm_eps, initializer_range=config.initializer_range,
+        use_absolute_embeddings=config.use_absolute_position_embeddings, out_features=list(config.out_features),
+        num_labels=config.num_labels, id2label=dict(config.id2label), label2id=dict(config.label2id),
+    )
+
+
+def to_transformers_swin(model: nn.Module) -> nn.Module:
+    """transformers SwinForImageClassification / SwinModel (with its pooler) / SwinBackbone, with our weights."""
+    import transformers
+
+    hf_config = transformers_config_for(model.config, backbone=isinstance(model, SwinBackbone))
+    if isinstance(model, SwinBackbone):
+        target = transformers.SwinBackbone(hf_config)
+    elif isinstance(model, SwinForImageClassification):
+        target = transformers.SwinForImageClassification(hf_config)
+    else:
+        target = transformers.SwinModel(hf_config)
+    backbone = isinstance(model, SwinBackbone)
+
+    def source_of(key: str) -> KeySource:
+        if backbone and key.startswith("swin.layernorm."):
+            return KEEP  # transformers' backbone holds the final norm but never applies it (hidden_states_norms do)
+        return transformers_key(key)
+
+    return fill_strictly(target, model, source_of)
+
+
 TIMM_CONVERTERS.append((_is_timm_swin, from_timm_swin))
+TO_TIMM.update({SwinModel: to_timm_swin, SwinForImageClassification: to_timm_swin, SwinBackbone: to_timm_swin})
+TO_TRANSFORMERS.update({SwinModel: to_transformers_swin, SwinForImageClassification: to_transformers_swin,
+                        SwinBackbone: to_transformers_swin})
 TRANSFORMERS_CONVERTERS["swin"] = from_transformers_swin
 OFFICIAL_LOADERS["swin-"] = load_official_swin

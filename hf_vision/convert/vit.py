@@ -1,4 +1,5 @@
-"""ViT and R50+ViT checkpoints from timm, transformers and Google's released `.npz` files, into our models.
+"""ViT and R50+ViT checkpoints from timm, transformers and Google's released `.npz` files, into our models, and
+the way back: `to_timm` (ViT and hybrid) and `to_transformers` (ViT) through the same key maps read backwards.
 
 Every converter builds the matching config, renames (and for Google, transposes) each tensor, and loads the
 result strictly: a source tensor we do not know how to place, or a parameter of ours left unfilled, raises a
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,21 @@ from hf_vision.modeling.vit.configuration_vit import ViTConfig
 from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
 
 from ..presets import PRESETS, get_config
-from . import OFFICIAL_LOADERS, TIMM_CONVERTERS, TRANSFORMERS_CONVERTERS
+from . import (
+    OFFICIAL_LOADERS,
+    TIMM_CONVERTERS,
+    TO_TIMM,
+    TO_TRANSFORMERS,
+    TRANSFORMERS_CONVERTERS,
+    KeySource,
+    assemble,
+    fill_strictly,
+    rebase,
+    timm_pretrained_cfg,
+)
 from .hybrid import (
+    timm_backbone,
+    timm_std_conv_weight,
     official_backbone_layers,
     official_backbone_state_dict,
     timm_backbone_config,
@@ -79,6 +94,8 @@ def _is_timm_vit(model: nn.Module) -> bool:
 def _timm_act(act: nn.Module) -> str:
     if isinstance(act, nn.GELU):
         return "gelu" if act.approximate == "none" else "gelu_pytorch_tanh"
+    if type(act).__name__ == "GELUTanh" and type(act).__module__.startswith("timm."):  # act_layer="gelu_tanh"
+        return "gelu_pytorch_tanh"
     raise ValueError(f"timm ViT: MLP activation {type(act).__name__} is not supported (GELU only)")
 
 
@@ -197,36 +214,34 @@ def transformers_vit_config(model: nn.Module, *, representation_size: int | None
     )
 
 
+def transformers_vit_key(key: str) -> KeySource:
+    """transformers ViTModel key -> our base-model key (q/k/v: thirds of our fused qkv; None: no counterpart)."""
+    kind = key.rpartition(".")[2]
+    if key in ("embeddings.cls_token", POS):
+        return key
+    if key.startswith("embeddings.patch_embeddings.projection."):
+        return "embeddings.patch_embed.proj." + kind
+    if key.startswith("layernorm."):
+        return "norm." + kind
+    if key.startswith("pooler.dense."):
+        return "pre_logits.fc." + kind
+    match = _HF_LAYER.match(key)
+    if match is None:
+        return None
+    index, module = match[1], match[2].rpartition(".")[0]
+    if module in ("attention.q_proj", "attention.k_proj", "attention.v_proj"):
+        # (3*C, C) / (3*C,) rows ordered q, k, v
+        return f"encoder.blocks.{index}.attn.qkv.{kind}", "qkv".index(module[-6]), 3
+    if module in _HF_RENAME:
+        return f"encoder.blocks.{index}.{_HF_RENAME[module]}.{kind}"
+    return None
+
+
 def transformers_vit_state_dict(base: nn.Module) -> dict[str, torch.Tensor]:
     """transformers ViTModel state dict -> ours; q/k/v projections are fused into one qkv Linear."""
-    src = base.state_dict()
-    out: dict[str, torch.Tensor] = {}
-    unplaced = []
-    for key, value in src.items():
-        if key in ("embeddings.cls_token", POS):
-            out[key] = value
-        elif key.startswith("embeddings.patch_embeddings.projection."):
-            out["embeddings.patch_embed.proj." + key.rpartition(".")[2]] = value
-        elif key == "embeddings.mask_token":
-            continue  # only used for masked image modeling (bool_masked_pos), which our ViT does not take
-        elif key.startswith("layernorm."):
-            out["norm." + key.rpartition(".")[2]] = value
-        elif key.startswith("pooler.dense."):
-            out["pre_logits.fc." + key.rpartition(".")[2]] = value
-        elif (match := _HF_LAYER.match(key)) is not None:
-            index, rest = match[1], match[2]
-            module, _, kind = rest.rpartition(".")
-            if module in ("attention.q_proj", "attention.k_proj", "attention.v_proj"):
-                if module == "attention.q_proj":  # fuse once per layer: (3*C, C) / (3*C,) rows ordered q, k, v
-                    out[f"encoder.blocks.{index}.attn.qkv.{kind}"] = torch.cat(
-                        [src[f"layers.{index}.attention.{p}_proj.{kind}"] for p in "qkv"], dim=0
-                    )
-            elif module in _HF_RENAME:
-                out[f"encoder.blocks.{index}.{_HF_RENAME[module]}.{kind}"] = value
-            else:
-                unplaced.append(key)
-        else:
-            unplaced.append(key)
+    # mask_token is only used for masked image modeling (bool_masked_pos), which our ViT does not take
+    src = {k: v for k, v in base.state_dict().items() if k != "embeddings.mask_token"}
+    out, unplaced = assemble(src, transformers_vit_key)
     if unplaced:
         raise ValueError(f"transformers ViT: tensors with no counterpart in our model: {unplaced}")
     return out
@@ -416,6 +431,156 @@ def load_official_vit(path: str | Path, name: str, **overrides: Any) -> nn.Modul
     return build_and_load(config, base, None)
 
 
+# ---------------------------------------------------------------- the way back
+def _refuse(library: str, reasons: dict[str, bool]) -> None:
+    found = [reason for reason, present in reasons.items() if present]
+    if found:
+        raise ValueError(f"{library} cannot express this model: {'; '.join(found)}")
+
+
+def _timm_image_size(config: ViTConfig) -> int | tuple[int, int]:
+    height, width = pair(config.image_size)
+    return height if height == width else (height, width)
+
+
+def timm_vit_args(config: ViTConfig, *, num_classes: int) -> tuple[str, dict[str, Any]]:
+    """(timm architecture, create_model kwargs) for our ViT / hybrid config; ValueError naming the field."""
+    hybrid = isinstance(config, HybridConfig)
+    _refuse("timm's VisionTransformer", {
+        f"representation_size={config.representation_size} (timm removed the pre-logits layer)":
+            config.representation_size is not None,
+        f"classifier_norm={config.classifier_norm!r} (accepted: 'none')": config.classifier_norm != "none",
+        f"pooling='cls' with class_token=False": config.pooling == "cls" and not config.class_token,
+        f"intermediate_size={config.intermediate_size} is not a whole multiple of hidden_size={config.hidden_size}"
+        " (timm builds the MLP from mlp_ratio)": config.intermediate_size % config.hidden_size != 0,
+        f"hidden_act={config.hidden_act!r} (accepted: 'gelu', 'gelu_pytorch_tanh')":
+            config.hidden_act not in ("gelu", "gelu_pytorch_tanh"),
+    })
+    args: dict[str, Any] = dict(
+        img_size=_timm_image_size(config), patch_size=config.patch_size, in_chans=config.num_channels,
+        num_classes=num_classes, global_pool="token" if config.pooling == "cls" else "avg",
+        embed_dim=config.hidden_size, depth=config.num_hidden_layers, num_heads=config.num_attention_heads,
+        mlp_ratio=config.intermediate_size // config.hidden_size, qkv_bias=config.qkv_bias,
+        class_token=config.class_token, fc_norm=config.use_fc_norm,
+        # a fixed sin-cos table becomes timm's learned table holding the same values
+        pos_embed="none" if config.position_embedding_type == "none" else "learn",
+        proj_drop_rate=config.hidden_dropout_prob, attn_drop_rate=config.attention_probs_dropout_prob,
+        drop_path_rate=config.drop_path_rate,
+    )
+    if config.hidden_act == "gelu_pytorch_tanh":
+        args["act_layer"] = "gelu_tanh"
+    if config.layer_norm_eps != 1e-6:  # timm's ViT default; another eps is not serialisable into timm's config
+        args["norm_layer"] = partial(nn.LayerNorm, eps=config.layer_norm_eps)
+    if not hybrid:
+        return "vit_base_patch16_224", args
+    registered = timm_registered_hybrid(config)
+    if registered is not None:
+        return registered, args
+    from timm.layers import HybridEmbed
+
+    return "vit_base_patch16_224", {**args, "embed_layer": partial(HybridEmbed, backbone=timm_backbone(config))}
+
+
+# timm's registered hybrids: trunk stages -> architecture (trunk width 64, GroupNorm(32, eps 1e-5), timm's
+# standardisation with eps 1e-8); any other trunk is built directly and cannot be named in timm's config
+_TIMM_HYBRIDS = {(): "vit_tiny_r_s16_p8_224", (3, 4, 9): "vit_base_r50_s16_224", (2, 2, 2, 2): "vit_small_r26_s32_224"}
+
+
+def timm_registered_hybrid(config: HybridConfig) -> str | None:
+    same_trunk = (config.backbone_width, config.backbone_norm_groups, config.backbone_norm_eps,
+                  config.backbone_std_style, config.backbone_std_eps) == (64, 32, 1e-5, "timm", 1e-8)
+    return _TIMM_HYBRIDS.get(tuple(config.backbone_layers)) if same_trunk else None
+
+
+def to_timm_vit(model: nn.Module) -> nn.Module:
+    """timm `VisionTransformer` (hybrids: with a `HybridEmbed` ResNetV2 trunk) holding our weights; the image
+    mean/std travel in its `pretrained_cfg`. A headless model (ViTModel) gives num_classes=0, whose output is our
+    pooler_output. Google-style trunk standardisation is folded into the exported kernels (exact: see hybrid.py)."""
+    import timm
+
+    classifier = isinstance(model, ViTForImageClassification)
+    config = model.config
+    arch, args = timm_vit_args(config, num_classes=config.num_labels if classifier else 0)
+    target = timm.create_model(arch, pretrained=False, **args)
+    timm_pretrained_cfg(target, config)
+    prefix = "vit." if classifier else ""
+    hybrid = isinstance(config, HybridConfig)
+    stem_only = hybrid and not config.backbone_layers
+
+    def source_of(key: str) -> KeySource:
+        if key.startswith("head."):
+            return "classifier." + key[len("head."):]
+        return rebase(timm_vit_key(key, stem_only=stem_only), "", prefix)
+
+    def adapt(key: str, tensor: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+        if hybrid and key.startswith("patch_embed.backbone.") and tensor.dim() == 4:  # a standardised conv kernel
+            conv = model.get_submodule(source_of(key).rpartition(".")[0])
+            return timm_std_conv_weight(conv, eps=1e-8 if config.backbone_std_style == "google"
+                                        else config.backbone_std_eps)
+        return tensor
+
+    return fill_strictly(target, model, source_of, adapt=adapt)
+
+
+def transformers_vit_config_for(config: ViTConfig, *, classifier: bool):
+    """transformers' ViTConfig for ours; ValueError naming the field transformers' ViT cannot express."""
+    from transformers import ViTConfig as HFViTConfig
+
+    _refuse("transformers' ViT", {
+        "a ResNet trunk (transformers 5 has no ViT hybrid; use to_timm)": isinstance(config, HybridConfig),
+        f"pooling={config.pooling!r} (accepted: 'cls')": config.pooling != "cls",
+        "class_token=False": not config.class_token,
+        f"fc_norm={config.fc_norm!r} (transformers normalises every token, not the pooled one)": config.use_fc_norm,
+        f"position_embedding_type={config.position_embedding_type!r} (accepted: 'learned')":
+            config.position_embedding_type != "learned",
+        f"classifier_norm={config.classifier_norm!r} (accepted: 'none')": config.classifier_norm != "none",
+        f"representation_size={config.representation_size} (ViTForImageClassification reads the class token, "
+        "not its pooler)": classifier and config.representation_size is not None,
+    })
+    if config.drop_path_rate:
+        logger.warning("transformers' ViT has no stochastic depth: drop_path_rate=%s is not carried over",
+                       config.drop_path_rate)
+    height, width = pair(config.image_size)
+    return HFViTConfig(
+        image_size=height if height == width else [height, width], patch_size=config.patch_size,
+        num_channels=config.num_channels, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act, hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob, initializer_range=config.initializer_range,
+        layer_norm_eps=config.layer_norm_eps, qkv_bias=config.qkv_bias,
+        pooler_output_size=config.representation_size or config.hidden_size, pooler_act="tanh",
+        num_labels=config.num_labels, id2label=dict(config.id2label), label2id=dict(config.label2id),
+        problem_type=config.problem_type,
+    )
+
+
+def to_transformers_vit(model: nn.Module) -> nn.Module:
+    """transformers `ViTForImageClassification` (from ours) or `ViTModel` (pre-logits -> its tanh pooler; without
+    pre-logits, no pooler: our pooler_output is its last_hidden_state[:, 0])."""
+    from transformers import ViTForImageClassification as HFViTForImageClassification
+    from transformers import ViTModel as HFViTModel
+
+    classifier = isinstance(model, ViTForImageClassification)
+    hf_config = transformers_vit_config_for(model.config, classifier=classifier)
+    if classifier:
+        target = HFViTForImageClassification(hf_config)
+    else:
+        target = HFViTModel(hf_config, add_pooling_layer=model.config.representation_size is not None)
+
+    def source_of(key: str) -> KeySource:
+        if classifier:
+            if key.startswith("classifier."):
+                return key
+            if not key.startswith("vit."):
+                return None
+            key = key[len("vit."):]
+        return rebase(transformers_vit_key(key), "", "vit." if classifier else "")
+
+    return fill_strictly(target, model, source_of)
+
+
 TIMM_CONVERTERS.append((_is_timm_vit, convert_timm_vit))
+TO_TIMM.update({ViTModel: to_timm_vit, ViTForImageClassification: to_timm_vit})
+TO_TRANSFORMERS.update({ViTModel: to_transformers_vit, ViTForImageClassification: to_transformers_vit})
 TRANSFORMERS_CONVERTERS["vit"] = convert_transformers_vit
 OFFICIAL_LOADERS["vit-"] = load_official_vit

@@ -83,7 +83,7 @@ class ImageStream(IterableDataset):
             raise ValueError("batch_size needs a collate function")
         self.source_dataset, self.shuffle_buffer = source.dataset, shuffle_buffer
         self.total_shards = source.dataset.num_shards
-        if world_size > 1 and self.total_shards % world_size:
+        if world_size > 1 and self.total_shards % world_size and rank == 0:  # the same for every rank: say it once
             warnings.warn(
                 f"{source.name!r} has {self.total_shards} shards, not a multiple of world_size={world_size}: "
                 "every process reads every shard and keeps 1 example in "
@@ -213,7 +213,8 @@ class StreamLoader:
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
         self.worker_states: dict[int, dict[str, int]] = {}
         self.next_worker = 0
-        self.bad_images = 0
+        self.bad_images = 0  # occurrences: an endless stream meets the same bad file once per epoch
+        self.bad_files: set[str] = set()  # distinct files (by key; a record without one counts as its own file)
         self.first_bad: list[str] = []
         self.last_keys: list[str] = []  # ids of the examples in the last batch (audits, multi-process tests)
         self.max_reports = 5
@@ -233,6 +234,7 @@ class StreamLoader:
         self.last_keys = meta["keys"]
         for item in meta["bad"]:
             self.bad_images += 1
+            self.bad_files.add(item["key"] or f"rank {item['rank']} worker {item['worker']} position {item['position']}")
             if len(self.first_bad) < self.max_reports:
                 text = str(BadImage(**item))
                 self.first_bad.append(text)
@@ -260,7 +262,8 @@ class StreamLoader:
     def report(self) -> str:
         if not self.bad_images:
             return "no undecodable images"
-        return f"skipped {self.bad_images} undecodable image(s); first: " + "; ".join(self.first_bad)
+        return (f"skipped {self.bad_images} undecodable image(s) from {len(self.bad_files)} file(s); first: "
+                + "; ".join(self.first_bad))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +271,7 @@ class StreamLoader:
             "next_worker": self.next_worker,
             "workers": {str(w): dict(s) for w, s in self.worker_states.items()},
             "bad_images": self.bad_images,
+            "bad_files": sorted(self.bad_files),
             "first_bad": list(self.first_bad),
         }
 
@@ -280,3 +284,4 @@ class StreamLoader:
         self.next_worker = state["next_worker"]
         self.worker_states = {int(w): dict(s) for w, s in state["workers"].items()}
         self.bad_images, self.first_bad = state.get("bad_images", 0), list(state.get("first_bad", []))
+        self.bad_files = set(state.get("bad_files", []))

@@ -22,6 +22,12 @@ Exact resume: each checkpoint also holds every rank's data position (`data_state
 `--resume_from_checkpoint` the loader continues from it and the Trainer's own fast-forward (which would re-read and
 re-augment every consumed batch) is switched off. Together with the Trainer's model, optimizer, scheduler and RNG
 state, a resumed run reproduces the uninterrupted one.
+Crash-safe checkpoints: a checkpoint counts only once `checkpoint_complete.json` is written into it (atomically,
+last, after every rank's data position); `latest` picks the newest complete one, or starts from step 0 when there is
+none. Old checkpoints are rotated out (`save_total_limit`) only after the new one is complete, each renamed aside
+before it is deleted; a resumed run removes what an interrupted one left half-written.
+Guards: a non-empty --output_dir needs --overwrite_output_dir unless resuming; resuming with another --max_steps is
+refused (the learning-rate schedule spans the original one).
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ from typing import Any
 
 import torch
 from transformers import PretrainedConfig, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..data import (
     BatchAugment,
@@ -49,6 +55,8 @@ from ..data import (
     finetune_transform,
     load_image_source,
 )
+from ..optimize import optimize_for_cpu
+from ..hub import check_local_path, read_config
 
 logger = logging.getLogger("hf_vision.training")
 
@@ -67,6 +75,9 @@ TRAINING_DEFAULTS = dict(
     learning_rate=2e-3, weight_decay=0.05, lr_scheduler_type="cosine", warmup_steps=0.1, num_train_epochs=15,
     logging_steps=20, save_strategy="no", eval_strategy="no", report_to="none", remove_unused_columns=False,
     label_names=["labels"], adam_beta2=0.999, dataloader_num_workers=0,
+    # Every parameter that trains takes part in every forward (frozen ones are not DDP's); the Trainer's default
+    # (True) costs an extra graph traversal and prints a warning on every rank.
+    ddp_find_unused_parameters=False,
 )
 DATA_STATE = "data_state_rank{rank}.json"  # one rank's data position, inside each Trainer checkpoint
 
@@ -91,6 +102,9 @@ class ModelArguments:
         "help": "Partial fine-tuning: train only the last N blocks (and the head)."})
     base_learning_rate: float | None = field(default=None, metadata={
         "help": "If set, learning_rate = base_learning_rate * effective batch / 256 (MAE's rule)."})
+    optimize_for_cpu: bool = field(default=True, metadata={
+        "help": "On CPU, train with hf_vision.optimize_for_cpu (oneDNN Linear); --no_optimize_for_cpu turns it "
+                "off. The saved model is the same either way."})
     recipe: str = field(default="auto", metadata={
         "help": "Defaults for unset augmentation/regularisation options: auto (demo on the embedded digits, "
                 "mae otherwise), mae, or demo."})
@@ -119,6 +133,8 @@ class DataArguments:
     reduced_decode: bool = field(default=True, metadata={"help": "Decode JPEGs at reduced size when possible."})
     log_example_keys: bool = field(default=False, metadata={
         "help": "Append the ids of the training examples each rank consumed to example_keys_rank<r>.txt (audits)."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Write into a non-empty --output_dir (its old checkpoints are removed); not needed to resume."})
 
 
 def parse_overrides(text: str | None) -> dict[str, Any]:
@@ -180,7 +196,7 @@ def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dic
         else:
             config = hf_vision.get_config(name, **labels, **overrides)
         return AutoModelForImageClassification.from_config(config)
-    saved, _ = PretrainedConfig.get_config_dict(name)
+    saved = read_config(name)  # a mistyped path or an unreachable repo fails here, naming `name`
     if saved.get("model_type") == MAEConfig.model_type:  # an MAE pre-training run: its encoder, a new head
         config = vit_config_from_mae(MAEConfig.from_pretrained(name), **labels, **overrides)
         return ViTForImageClassification.from_pretrained(name, config=config)
@@ -218,31 +234,122 @@ class TrainBatches:
             yield batch
 
 
-class SaveDataPosition(TrainerCallback):
-    """Writes this rank's data position into every checkpoint the Trainer saves (beside its RNG state)."""
+COMPLETE = "checkpoint_complete.json"  # written last (atomically) into a Trainer checkpoint: only then is it one
 
-    def __init__(self, loader: StreamLoader, *, rank: int, world_size: int) -> None:
-        self.loader, self.rank, self.world_size = loader, rank, world_size
+
+def _barrier() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def list_complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """checkpoint-N folders marked complete, oldest first (a crash mid-write leaves an unmarked folder)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+             if p.name[len(PREFIX_CHECKPOINT_DIR) + 1:].isdigit() and (p / COMPLETE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX_CHECKPOINT_DIR) + 1:]))
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Rename aside (atomic) before deleting, so a crash mid-delete never leaves a listable half folder."""
+    import shutil
+
+    doomed = path.with_name(f".deleting-{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def remove_incomplete_checkpoints(output_dir: str | Path) -> None:
+    """Debris of a crash: unmarked checkpoint-N folders and folders caught mid-deletion (main process only)."""
+    import shutil
+
+    folder = Path(output_dir)
+    complete = set(list_complete_checkpoints(folder))
+    for path in list(folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) + list(folder.glob(f".deleting-{PREFIX_CHECKPOINT_DIR}-*")):
+        if path.is_dir() and path not in complete:
+            logger.warning("removing %s: an incomplete checkpoint left by an interrupted run", path)
+            shutil.rmtree(path)
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """Finishes every checkpoint the Trainer saves: this rank's data position, then (main process, after all ranks
+    wrote theirs) the completion mark, then rotation of old complete checkpoints, which the Trainer's own
+    `save_total_limit` would do before the checkpoint is complete."""
+
+    def __init__(self, loader: StreamLoader, *, rank: int, world_size: int, total_limit: int | None) -> None:
+        self.loader, self.rank, self.world_size, self.total_limit = loader, rank, world_size, total_limit
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         folder.mkdir(parents=True, exist_ok=True)
         saved = {"world_size": self.world_size, "step": state.global_step, "loader": self.loader.state_dict()}
-        (folder / DATA_STATE.format(rank=self.rank)).write_text(json.dumps(saved))
+        _write_atomic(folder / DATA_STATE.format(rank=self.rank), json.dumps(saved))
+        _barrier()
+        if state.is_world_process_zero:
+            _write_atomic(folder / COMPLETE, json.dumps({"step": state.global_step, "world_size": self.world_size}))
+            complete = list_complete_checkpoints(args.output_dir)
+            if self.total_limit:
+                best = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
+                for old in [p for p in complete[:-self.total_limit] if p != best]:
+                    remove_checkpoint(old)
+        _barrier()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # About to save over a checkpoint of the same step (a resumed run re-doing it): retire the old one first,
+        # so that a crash mid-write cannot leave the old completion mark on a half-new folder.
+        stale = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if control.should_save:
+            if state.is_world_process_zero and stale.is_dir():
+                remove_checkpoint(stale)
+            _barrier()
+        return control
 
 
 def resolve_resume(spec: str | None, output_dir: str) -> str | None:
-    """--resume_from_checkpoint: a checkpoint folder, or 'latest' (the newest checkpoint-N in output_dir)."""
+    """--resume_from_checkpoint: a checkpoint folder, or 'latest' (the newest complete checkpoint-N in output_dir;
+    none yet: a fresh start, said in the log)."""
     if not spec:
         return None
     if spec == "latest":
-        found = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if found is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint latest: no {PREFIX_CHECKPOINT_DIR}-N under {output_dir}")
-        return found
+        found = list_complete_checkpoints(output_dir)
+        if not found:
+            logger.warning("--resume_from_checkpoint latest: no complete %s-N under %s yet; starting from step 0",
+                           PREFIX_CHECKPOINT_DIR, output_dir)
+            return None
+        return str(found[-1])
     if not Path(spec).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {spec}: no such checkpoint folder")
+    if not (Path(spec) / COMPLETE).is_file():
+        raise FileNotFoundError(f"--resume_from_checkpoint {spec}: incomplete checkpoint (no {COMPLETE}; the run "
+                                "was interrupted while writing it); pass an older one or 'latest'")
     return spec
+
+
+def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool) -> None:
+    """A non-empty output folder is written into only when resuming or with --overwrite_output_dir."""
+    folder = Path(output_dir)
+    if resuming or overwrite or not folder.is_dir() or not any(folder.iterdir()):
+        return
+    raise FileExistsError(f"--output_dir {folder} is not empty: pass --overwrite_output_dir to write into it, "
+                          "--resume_from_checkpoint latest to continue the run there, or another --output_dir")
+
+
+def check_same_max_steps(saved: int | None, requested: int, checkpoint: str | Path) -> None:
+    """The learning-rate schedule spans the run's max_steps; resuming with another would bend it silently."""
+    if saved is not None and saved != requested:
+        raise ValueError(
+            f"--max_steps {requested}: {checkpoint} belongs to a run of max_steps={saved}, and its learning-rate "
+            f"schedule (warm-up and decay) spans those {saved} steps; resume with --max_steps {saved} (or the same "
+            "--num_train_epochs), or start a new run from its weights (--model <checkpoint folder>)")
 
 
 def restore_data_position(loader: StreamLoader, checkpoint: str, *, rank: int, world_size: int) -> None:
@@ -263,10 +370,21 @@ class ImageClassificationTrainer(Trainer):
     and iterates our per-rank training loader as is (see the module docstring)."""
 
     def __init__(self, *args: Any, batch_augment: BatchAugment | None = None,
-                 train_batches: TrainBatches | None = None, **kwargs: Any) -> None:
+                 train_batches: TrainBatches | None = None, examples_per_epoch: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_augment = batch_augment
         self.train_batches = train_batches
+        self.examples_per_epoch = examples_per_epoch
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Our loader is endless, so the Trainer would count the whole run as one epoch ("epoch 1.0" at the end
+        # of a 15-epoch run): report the epochs of data actually consumed (none when the size is unknown).
+        args = self.args
+        per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.state.epoch = (self.state.global_step * per_step / self.examples_per_epoch
+                            if self.examples_per_epoch else None)
+        super().log(logs, start_time)
 
     def get_train_dataloader(self):
         return self.train_batches if self.train_batches is not None else super().get_train_dataloader()
@@ -278,17 +396,19 @@ class ImageClassificationTrainer(Trainer):
                                     num_items_in_batch=num_items_in_batch)
 
 
-def _metric_fn():
+def _metric_fn(num_classes: int):
+    """Top-1, and top-5 only when 5 < number of classes (otherwise it is 1.0 by construction)."""
     import evaluate
 
     from .metrics import TOP_K_ACCURACY
 
     metric = evaluate.load(TOP_K_ACCURACY)
+    top_k = tuple(k for k in (1, 5) if k == 1 or k < num_classes)
 
     def compute(eval_pred) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         logits = logits[0] if isinstance(logits, tuple) else logits
-        return metric.compute(predictions=logits, references=labels)
+        return metric.compute(predictions=logits, references=labels, top_k=top_k)
 
     return compute
 
@@ -324,6 +444,18 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
         raise RuntimeError(
             f"launched as {launched} processes, but TrainingArguments sees world_size={training_args.world_size}: "
             "on a machine without a GPU pass --use_cpu so that the processes train together (gloo)")
+    resuming = bool(training_args.resume_from_checkpoint)
+    check_output_dir(training_args.output_dir, overwrite=data_args.overwrite_output_dir, resuming=resuming)
+    _barrier()  # every rank has looked at the folder before the main process writes into it
+    if training_args.process_index == 0 and (resuming or data_args.overwrite_output_dir):
+        remove_incomplete_checkpoints(training_args.output_dir)
+        if not resuming:
+            for old in list_complete_checkpoints(training_args.output_dir):
+                logger.warning("--overwrite_output_dir: removing %s of an earlier run", old)
+                remove_checkpoint(old)
+    _barrier()
+    if model_args.model:  # a mistyped --model path fails now, naming it, not after the data is prepared
+        check_local_path(model_args.model)
     set_seed(training_args.seed)  # the fresh weights (head, or a whole model) are part of the run's reproducibility
     recipe = resolve_recipe(model_args, data_args)
     train_source = load_image_source(data_args.dataset, data_args.train_split, config_name=data_args.dataset_config,
@@ -342,6 +474,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     if model_args.linear_probe:
         overrides.setdefault("classifier_norm", "batchnorm")
     model = build_classifier(model_args.model, labels=labels, overrides=overrides)
+    if model_args.optimize_for_cpu and training_args.device.type == "cpu":
+        optimize_for_cpu(model)
     trainable = configure_trainable(model, linear_probe=model_args.linear_probe,
                                     train_last_blocks=model_args.train_last_blocks)
     spec = PreprocessSpec.from_model(model, crop_pct=data_args.eval_crop_pct)
@@ -365,6 +499,9 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     train_loader = StreamLoader(train_stream, num_workers=training_args.dataloader_num_workers,
                                 pin_memory=training_args.dataloader_pin_memory and training_args.device.type == "cuda")
     checkpoint = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    if checkpoint is not None:
+        saved_state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        check_same_max_steps(saved_state.get("max_steps"), training_args.max_steps, checkpoint)
     if checkpoint is not None and not training_args.ignore_data_skip:
         restore_data_position(train_loader, checkpoint, rank=rank, world_size=world)
     # The loader continues from the restored position itself; the Trainer's fast-forward must not skip again.
@@ -372,8 +509,7 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     keys_file = Path(training_args.output_dir) / f"example_keys_rank{rank}.txt" if data_args.log_example_keys else None
     if keys_file is not None:  # keep the ids consumed up to the checkpoint we resume from (every batch is full)
         keys_file.parent.mkdir(parents=True, exist_ok=True)
-        kept = 0 if checkpoint is None else json.loads(
-            (Path(checkpoint) / "trainer_state.json").read_text())["global_step"] * effective_batch // world
+        kept = 0 if checkpoint is None else saved_state["global_step"] * effective_batch // world
         lines = keys_file.read_text().splitlines(keepends=True) if keys_file.exists() else []
         keys_file.write_text("".join(lines[:kept]))
     eval_stream = None
@@ -390,24 +526,37 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
         [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=training_args.learning_rate,
         betas=(training_args.adam_beta1, training_args.adam_beta2), eps=training_args.adam_epsilon,
     )
+    # Rotation is CompleteCheckpoints' job, after the new checkpoint is complete (the Trainer's comes before).
+    total_limit, training_args.save_total_limit = training_args.save_total_limit, None
     trainer = ImageClassificationTrainer(
         model=model, args=training_args, train_dataset=train_stream, eval_dataset=eval_stream,
-        data_collator=Collate(spec.mean, spec.std), compute_metrics=_metric_fn(), optimizers=(optimizer, None),
+        data_collator=Collate(spec.mean, spec.std), compute_metrics=_metric_fn(len(names)), optimizers=(optimizer, None),
         batch_augment=BatchAugment(len(names), random_erasing=recipe["random_erasing"],
                                    mixup_alpha=recipe["mixup_alpha"], cutmix_alpha=recipe["cutmix_alpha"],
                                    label_smoothing=recipe["label_smoothing"]),
-        train_batches=TrainBatches(train_loader, keys_file),
-        callbacks=[SaveDataPosition(train_loader, rank=rank, world_size=world)],
+        train_batches=TrainBatches(train_loader, keys_file), examples_per_epoch=train_source.num_examples,
+        callbacks=[CompleteCheckpoints(train_loader, rank=rank, world_size=world, total_limit=total_limit)],
     )
     logger.info("fine-tuning %s: %d trainable parameters, %d steps, recipe %s", type(model).__name__, trainable,
                 training_args.max_steps, recipe)
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    if train_loader.bad_images:
-        logger.warning("rank %d: %s", rank, train_loader.report())
-    metrics = dict(train_result.metrics)
+    if checkpoint is not None and saved_state["global_step"] >= training_args.max_steps:
+        # The run was killed after its last checkpoint: nothing is left to train, and the Trainer would still take
+        # one more step. Finish from the checkpoint's weights.
+        from safetensors.torch import load_file
+
+        logger.warning("%s is at max_steps=%d: nothing left to train; saving and evaluating its weights",
+                       checkpoint, training_args.max_steps)
+        model.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
+        metrics = {}
+    else:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        if train_loader.bad_images:
+            logger.warning("rank %d: %s", rank, train_loader.report())
+        metrics = dict(train_result.metrics)
     trainer.save_model()
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
+    if metrics:
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
     if eval_stream is not None:
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)

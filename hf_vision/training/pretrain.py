@@ -11,8 +11,13 @@ computes the same losses as an uninterrupted one.
 
 Safe checkpoints. Each is written to a hidden temporary folder and renamed into place (a rename is atomic), so
 a crash mid-write never damages the previous one; old checkpoints are rotated out only after the new one
-exists (Accelerate's `total_limit` deletes first). A non-finite loss stops the run before the bad update,
+exists (Accelerate's `total_limit` deletes first), each renamed aside before it is deleted. `latest` with no
+checkpoint yet starts from step 0. A non-finite loss stops the run before the bad update,
 naming the last good checkpoint (without a GradScaler, as on CPU or in bf16, nothing else would notice).
+
+Several processes: without an accelerator the run is in CPU mode, where Accelerate joins torchrun's (or accelerate
+launch --multi_gpu's) processes into one gloo group; a launch whose processes would each train alone is refused.
+Only the main process writes shared files and the summary.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ import torch
 
 from ..data import Collate, ImageStream, PreprocessSpec, StreamLoader, available_splits, eval_transform, \
     load_image_source, pretrain_transform
-from .finetune import parse_overrides
+from ..optimize import optimize_for_cpu
+from .finetune import check_output_dir, check_same_max_steps, parse_overrides
 
 logger = logging.getLogger("hf_vision.training")
 
@@ -69,7 +75,8 @@ class PretrainArguments:
     weight_decay: float = 0.05
     warmup_steps: float = field(default=0.05, metadata={"help": "Steps, or a fraction (< 1) of max_steps."})
     max_grad_norm: float | None = field(default=None, metadata={"help": "Clip the gradient norm (off: MAE)."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16."})
+    mixed_precision: str | None = field(default=None, metadata={
+        "help": "no, bf16 or fp16 (default: accelerate launch's --mixed_precision, else no)."})
     checkpointing_steps: int = field(default=0, metadata={"help": "Save every N steps (0: only at the end)."})
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint path, or 'latest'."})
@@ -86,7 +93,14 @@ class PretrainArguments:
     num_reconstructions: int = 8
     log_example_keys: bool = field(default=False, metadata={
         "help": "Write the ids of the examples each rank consumed to example_keys_rank<r>.txt (audits)."})
-    cpu: bool = field(default=False, metadata={"help": "Run on CPU even when an accelerator is present."})
+    cpu: bool = field(default=False, metadata={
+        "help": "Run on CPU even when an accelerator is present (without one, CPU is the default: several CPU "
+                "processes then form one gloo group)."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Write into a non-empty --output_dir (its old checkpoints are removed); not needed to resume."})
+    optimize_for_cpu: bool = field(default=True, metadata={
+        "help": "On CPU, train with hf_vision.optimize_for_cpu (oneDNN Linear); --no_optimize_for_cpu turns it "
+                "off. The saved model is the same either way."})
     push_to_hub: bool = False
     hub_model_id: str | None = None
 
@@ -148,6 +162,21 @@ def resolve_checkpoint(spec: str, output_dir: str | Path) -> Path:
     return path
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Rename aside (atomic, and no longer listed) before deleting, so a crash mid-delete leaves only debris."""
+    doomed = path.with_name(f".old-{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def remove_debris(output_dir: Path) -> None:
+    """Temporary and half-deleted folders of an interrupted run (main process only)."""
+    folder = checkpoint_dir(output_dir)
+    for path in list(folder.glob(f".tmp-{CHECKPOINT_PREFIX}*")) + list(folder.glob(f".old-{CHECKPOINT_PREFIX}*")):
+        logger.warning("removing %s, left by an interrupted run", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, loader: StreamLoader, limit: int,
                     extra: dict[str, Any]) -> Path:
     """Write to a temporary folder, rename into place, then rotate; every rank takes part."""
@@ -164,11 +193,11 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, loader: StreamLoad
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps(
             {"step": step, "world_size": accelerator.num_processes, **extra}, indent=2))
-        if final.exists():  # re-saving the same step (e.g. after a resume): replace it
-            shutil.rmtree(final)
+        if final.exists():  # re-saving the same step (e.g. after a resume): retire the old one first
+            remove_checkpoint(final)
         os.replace(tmp, final)
         for old in list_checkpoints(output_dir)[:-limit] if limit > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_checkpoint(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -238,14 +267,38 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=False)
+    check_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=bool(args.resume_from_checkpoint))
+    # Without an accelerator, CPU mode: only then does Accelerate join torchrun's (or accelerate launch
+    # --multi_gpu's) processes into one gloo group; otherwise each would train alone with world size 1.
+    cpu = args.cpu or not torch.accelerator.is_available()
     accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=trackers or None,
-                              project_dir=str(output_dir), cpu=args.cpu)
+                              project_dir=str(output_dir), cpu=cpu)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes, but Accelerate formed a group of {accelerator.num_processes}: each "
+            "would train alone and all would write the same --output_dir. Pass --cpu so that the processes train "
+            "together on CPU (gloo), or launch them where every process sees its own accelerator")
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if accelerator.is_main_process and args.mixed_precision and launcher_precision not in (None, args.mixed_precision):
+        logger.warning("mixed precision: %s (--mixed_precision), not accelerate launch's %r (its banner reports the "
+                       "launcher's setting)", accelerator.mixed_precision, launcher_precision)
+    accelerator.wait_for_everyone()  # every rank has looked at --output_dir before the main process writes
+    if accelerator.is_main_process and args.overwrite_output_dir and not args.resume_from_checkpoint:
+        for old in list_checkpoints(output_dir):
+            logger.warning("--overwrite_output_dir: removing %s of an earlier run", old)
+            remove_checkpoint(old)
+    if accelerator.is_main_process and checkpoint_dir(output_dir).is_dir():
+        remove_debris(output_dir)
+    accelerator.wait_for_everyone()
     set_seed(args.seed)
     overrides = parse_overrides(args.config_overrides)
     for name in ("mask_ratio", "norm_pix_loss"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     model = build_mae(args.model, overrides)
+    if args.optimize_for_cpu and accelerator.device.type == "cpu":
+        optimize_for_cpu(model)
     spec = PreprocessSpec.from_model(model)
     source = load_image_source(args.dataset, args.train_split, config_name=args.dataset_config,
                                image_column=args.image_column, with_labels=False)
@@ -269,12 +322,18 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
-    resolved = {**asdict(args), "max_steps": max_steps, "learning_rate": lr, "effective_batch_size": effective_batch,
+    resolved = {**asdict(args), "mixed_precision": accelerator.mixed_precision, "max_steps": max_steps, "learning_rate": lr, "effective_batch_size": effective_batch,
                 "warmup_steps": warmup, "world_size": world, "model_config": raw_model.config.to_diff_dict()}
     step = 0
-    if args.resume_from_checkpoint:
-        path = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+    resume = args.resume_from_checkpoint
+    if resume == "latest" and not list_checkpoints(output_dir):
+        logger.warning("--resume_from_checkpoint latest: no checkpoint under %s yet; starting from step 0",
+                       checkpoint_dir(output_dir))
+        resume = None
+    if resume:
+        path = resolve_checkpoint(resume, output_dir)
         state = json.loads((path / "trainer_state.json").read_text())
+        check_same_max_steps(state.get("max_steps"), max_steps, path)
         if state["world_size"] != world:
             raise ValueError(f"{path} was written by {state['world_size']} processes, this run has {world}: resume "
                              "with the same number of processes to continue the data streams exactly")
@@ -340,6 +399,8 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         first_loss = last_loss if first_loss is None else first_loss
         record = {"step": step, "loss": last_loss, "lr": current_lr,
                   "img_per_s": effective_batch / max(time.perf_counter() - tick, 1e-9)}
+        if source.num_examples:  # epochs of data consumed (the stream is endless)
+            record["epoch"] = step * effective_batch / source.num_examples
         if accelerator.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -355,7 +416,9 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     summary = {"first_loss": first_loss, "final_loss": last_loss, "steps": step, "max_steps": max_steps,
                "steps_this_run": step - start_step,
                "images_per_second": (step - start_step) * effective_batch / max(elapsed, 1e-9),
-               "bad_images": loader.bad_images, "data_report": loader.report()}
+               "epochs": step * effective_batch / source.num_examples if source.num_examples else None,
+               "bad_images": loader.bad_images, "bad_image_files": len(loader.bad_files),
+               "data_report": loader.report()}
     if step < max_steps:  # stopped early on purpose: checkpoint written, no final model yet
         accelerator.end_training()
         return summary

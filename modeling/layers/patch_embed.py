@@ -22,7 +22,11 @@ class PatchEmbed(nn.Module):
             raise ValueError(f"input size ({height}, {width}) must be divisible by patch_size={self.patch_size}")
         return height // ph, width // pw
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, *, index: torch.Tensor | None = None) -> torch.Tensor:
+        """`index` (B, K): only those patches, (B, K, dim) (see `embed_patches`). Callers go through the module
+        call either way, so hooks on it (e.g. transformers' `enable_input_require_grads`) see every embedding."""
+        if index is not None:
+            return self.embed_patches(pixel_values, index)
         self.grid(*pixel_values.shape[-2:])
         return self.proj(pixel_values)
 

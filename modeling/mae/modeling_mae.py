@@ -191,7 +191,7 @@ class MAEEmbeddings(nn.Module):
             x = self.patch_embed(pixel_values)
             b, c, gh, gw = x.shape
             pos = _position_table(self.position_embeddings, self.dim, self.grid_size, (gh, gw), self._pos_cache,
-                                  interpolate=interpolate_pos_encoding)
+                                  interpolate=interpolate_pos_encoding).to(x.dtype)
             # (B, C, gh, gw) -> (B, L, C)
             x = x.flatten(2).transpose(1, 2) + pos[:, 1:]
             _, mask, ids_restore = masking_from_scores(scores, num_keep, x.dtype)
@@ -202,11 +202,12 @@ class MAEEmbeddings(nn.Module):
     def _embed_kept(self, pixel_values: torch.Tensor, scores: torch.Tensor, num_keep: int, interpolate: bool):
         """The paper's design: the encoder never sees the removed patches, so only the kept ones are projected."""
         grid = self.patch_embed.grid(*pixel_values.shape[-2:])
+        # the fixed table follows the weights' dtype (it may stay fp32 under from_pretrained(dtype=...))
         pos = _position_table(self.position_embeddings, self.dim, self.grid_size, grid, self._pos_cache,
-                              interpolate=interpolate)
+                              interpolate=interpolate).to(self.cls_token.dtype)
         ids_keep, mask, ids_restore = masking_from_scores(scores, num_keep)
         # (L + 1, C) position table rows of the kept patches -> (B, keep, C)
-        x = self.patch_embed.embed_patches(pixel_values, ids_keep) + pos[0, 1:][ids_keep]
+        x = self.patch_embed(pixel_values, index=ids_keep) + pos[0, 1:][ids_keep]
         return x, mask.to(x.dtype), ids_restore, pos
 
 
@@ -247,7 +248,7 @@ class MAEDecoder(Encoder):
             tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).expand(-1, -1, d))
             x = torch.cat([x[:, :1], tokens], dim=1)
         x = x + _position_table(self.position_embeddings, self.dim, self.grid_size, tuple(grid_size),
-                                self._pos_cache, interpolate=interpolate_pos_encoding)
+                                self._pos_cache, interpolate=interpolate_pos_encoding).to(x.dtype)
         x, _, _ = super().forward(x, attn_implementation=attn_implementation)
         return self.pred(self.norm(x[:, 1:]))
 
@@ -327,6 +328,10 @@ class MAEModel(MAEPreTrainedModel):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (also for the kept patches only); hooks on it see every input."""
+        return self.embeddings.patch_embed
+
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -360,7 +365,7 @@ class MAEModel(MAEPreTrainedModel):
         )
         out = MAEModelOutput(last_hidden_state=self.norm(x), mask=mask, ids_restore=ids_restore,
                              hidden_states=hidden_states, attentions=attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 class MAEForPreTraining(MAEPreTrainedModel):
@@ -429,6 +434,7 @@ class MAEForPreTraining(MAEPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
         )
         patch = self.config.patch_size
         grid = (pixel_values.shape[2] // patch, pixel_values.shape[3] // patch)
@@ -438,7 +444,7 @@ class MAEForPreTraining(MAEPreTrainedModel):
         loss = self.loss(pixel_values, logits, encoded.mask)
         out = MAEForPreTrainingOutput(loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
                                       hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, noise: torch.Tensor | None = None, *,

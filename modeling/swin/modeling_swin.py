@@ -298,9 +298,15 @@ class WindowAttention(Attention):
             scores = (scores.view(batch, -1, self.num_heads, n, n) + bias).view(bw, self.num_heads, n, n)
         weights = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
         weights = F.dropout(weights, p=self.attn_drop, training=self.training)
+        returned = None
+        if output_attentions:
+            # (B*nW, h, N, N) -> (B, nW, h, N, N), batch first like every other output; the product below reads a
+            # view of it, so the returned tensor is on the graph (retain_grad() on it gets a gradient)
+            returned = weights.view(batch, -1, self.num_heads, n, n)
+            weights = returned.view(bw, self.num_heads, n, n)
         # (B*nW, heads, N, head_dim) -> (B*nW, N, heads, head_dim) -> (B*nW, N, C)
         out = torch.matmul(weights, v).transpose(1, 2).reshape(bw, n, c)
-        return self.proj_drop(self.proj(out)), (weights if output_attentions else None)
+        return self.proj_drop(self.proj(out)), returned
 
 
 class SwinBlock(GradientCheckpointingLayer):
@@ -347,10 +353,7 @@ class SwinBlock(GradientCheckpointingLayer):
             y = y[:, :h, :w]
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        if weights is not None:
-            # (B*nW, heads, N, N) -> (B, nW, heads, N, N): batch first like every other output
-            weights = weights.view(b, -1, *weights.shape[1:])
-        return x, weights
+        return x, weights  # weights: (B, nW, heads, N, N) or None
 
 
 class SwinStage(nn.Module):
@@ -370,8 +373,11 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: WindowCache, *, always_partition: bool = False,
                 attn_implementation: str = "sdpa", output_attentions: bool = False,
+                hidden_views: list | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Returns (output after merging, output before merging (this stage's features), attentions)."""
+        """Returns (output after merging, output before merging (this stage's features), attentions).
+        `hidden_views`: a list to which the features' (flat, channels-first) views are appended (see
+        `_graph_views`)."""
         _, h, w, _ = x.shape
         plans: dict[bool, WindowPlan] = {}
         attentions = ()
@@ -383,10 +389,23 @@ class SwinStage(nn.Module):
                                output_attentions=output_attentions)
             if output_attentions:
                 attentions += (weights,)
+        if hidden_views is not None:
+            x = _graph_views(x, hidden_views)
         features = x
         if self.downsample is not None:
             x = self.downsample(x)
         return x, features, attentions
+
+
+def _graph_views(x: torch.Tensor, views: list) -> torch.Tensor:
+    """Append x's (B, H*W, C) and (B, C, H, W) views to `views` and return x (B, H, W, C) again as a view of
+    them: whatever reads the result goes through both, so returned hidden states are on the graph (as in
+    transformers' Swin, `retain_grad()` on them gets a gradient). Views only: no copy."""
+    _, h, w, _ = x.shape
+    flat = x.flatten(1, 2)  # (B, H, W, C) -> (B, H*W, C)
+    reshaped = flat.unflatten(1, (h, w)).permute(0, 3, 1, 2)  # (B, H*W, C) -> (B, H, W, C) -> (B, C, H, W)
+    views.append((flat, reshaped))
+    return reshaped.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
 
 
 # ----------------------------------------------------------------------------------------------- outputs
@@ -444,9 +463,13 @@ class SwinPreTrainedModel(HFVisionPreTrainedModel):
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Fit a checkpoint saved at another image_size / window_size (224 / 7 -> 384 / 12 fine-tuning):
         bicubically resize relative-position bias tables and absolute position embeddings; drop the
-        official release's shape-only buffers."""
+        official release's shape-only buffers; rename the classifier of checkpoints saved before it was called
+        `classifier` (`head.weight`, `head.bias`)."""
         for key in [k for k in state_dict if k.endswith(("relative_position_index", "attn_mask"))]:
             del state_dict[key]
+        for name in ("weight", "bias"):
+            if f"head.{name}" in state_dict and f"classifier.{name}" not in state_dict:
+                state_dict[f"classifier.{name}"] = state_dict.pop(f"head.{name}")
         own = self.state_dict()
         for key, saved in list(state_dict.items()):
             target = own.get(key)
@@ -510,6 +533,10 @@ class SwinModel(SwinPreTrainedModel):
         self.window_cache = WindowCache()
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding; hooks on it (e.g. `enable_input_require_grads`) see every input."""
+        return self.patch_embed
+
     def position_embedding_for(self, grid: tuple[int, int]) -> torch.Tensor | None:
         """(1, H'*W', C) for an input grid: the table itself, or a bicubic resample for another grid (per call)."""
         pos = self.absolute_pos_embed
@@ -518,9 +545,11 @@ class SwinModel(SwinPreTrainedModel):
         return resample_pos_embed(pos, grid, self.grid_size, num_prefix_tokens=0)
 
     def stage_features(
-        self, pixel_values: torch.Tensor, *, always_partition: bool = False, output_attentions: bool = False
+        self, pixel_values: torch.Tensor, *, always_partition: bool = False, output_attentions: bool = False,
+        hidden_views: list | None = None,
     ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
-        """Channels-last maps [stem, stage1 (before merging), .., stageN] and the per-block attentions."""
+        """Channels-last maps [stem, stage1 (before merging), .., stageN] and the per-block attentions.
+        `hidden_views`: a list that receives each map's (flat, channels-first) views, on the graph."""
         x = self.patch_embed(pixel_values.to(self.patch_embed.proj.weight.dtype))  # (B, H', W', C)
         _, gh, gw, c = x.shape
         pos = self.position_embedding_for((gh, gw))
@@ -528,12 +557,14 @@ class SwinModel(SwinPreTrainedModel):
             # (1, H'*W', C) -> (1, H', W', C)
             x = x + pos.view(1, gh, gw, c)
         x = self.pos_drop(x)
+        if hidden_views is not None:
+            x = _graph_views(x, hidden_views)
         features = [x]
         attentions = ()
         for stage in self.layers:
             x, stage_features, stage_attentions = stage(
                 x, self.window_cache, always_partition=always_partition, attn_implementation=self.attn_implementation,
-                output_attentions=output_attentions,
+                output_attentions=output_attentions, hidden_views=hidden_views,
             )
             features.append(stage_features)
             attentions += stage_attentions
@@ -556,8 +587,9 @@ class SwinModel(SwinPreTrainedModel):
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
+        views = [] if output_hidden_states else None
         features, attentions = self.stage_features(
-            pixel_values, always_partition=always_partition, output_attentions=output_attentions
+            pixel_values, always_partition=always_partition, output_attentions=output_attentions, hidden_views=views
         )
         last = features[-1]
         if self.norm is not None:
@@ -566,8 +598,8 @@ class SwinModel(SwinPreTrainedModel):
         last = last.flatten(1, 2)
         hidden_states = reshaped = None
         if output_hidden_states:
-            hidden_states = tuple(f.flatten(1, 2) for f in features)  # (B, H_i*W_i, C_i)
-            reshaped = tuple(f.permute(0, 3, 1, 2) for f in features)  # (B, H_i, W_i, C_i) -> (B, C_i, H_i, W_i)
+            hidden_states = tuple(flat for flat, _ in views)  # (B, H_i*W_i, C_i)
+            reshaped = tuple(channels_first for _, channels_first in views)  # (B, C_i, H_i, W_i)
         out = SwinModelOutput(
             last_hidden_state=last,
             pooler_output=last.mean(dim=1),
@@ -575,7 +607,7 @@ class SwinModel(SwinPreTrainedModel):
             attentions=attentions if output_attentions else None,
             reshaped_hidden_states=reshaped,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 class SwinForImageClassification(SwinPreTrainedModel):
@@ -584,7 +616,9 @@ class SwinForImageClassification(SwinPreTrainedModel):
     def __init__(self, config: SwinConfig) -> None:
         super().__init__(config)
         self.swin = SwinModel(config)
-        self.head = nn.Linear(self.swin.num_features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        # `classifier` as in every family and transformers (checkpoints saved before the rename say `head`)
+        self.classifier = (nn.Linear(self.swin.num_features, config.num_labels) if config.num_labels > 0
+                           else nn.Identity())
         self.post_init()
 
     def forward(
@@ -596,12 +630,13 @@ class SwinForImageClassification(SwinPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> SwinImageClassifierOutput | tuple:
-        out = self.swin(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        logits = self.head(out.pooler_output)
+        out = self.swin(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                        return_dict=True)
+        logits = self.classifier(out.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         result = SwinImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                            attentions=out.attentions, reshaped_hidden_states=out.reshaped_hidden_states)
-        return result if return_dict is not False else result.to_tuple()
+        return result if (self.config.return_dict if return_dict is None else return_dict) else result.to_tuple()
 
 
 class SwinBackbone(BackboneMixin, SwinPreTrainedModel):
@@ -650,8 +685,9 @@ class SwinBackbone(BackboneMixin, SwinPreTrainedModel):
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        views = [] if output_hidden_states else None
         features, attentions = self.swin.stage_features(
-            pixel_values, always_partition=always_partition, output_attentions=output_attentions
+            pixel_values, always_partition=always_partition, output_attentions=output_attentions, hidden_views=views
         )
         feature_maps = tuple(
             # (B, H, W, C) -> (B, C, H, W)
@@ -660,10 +696,10 @@ class SwinBackbone(BackboneMixin, SwinPreTrainedModel):
             if stage in self.out_features
         )
         # (B, H, W, C) -> (B, C, H, W)
-        hidden_states = tuple(f.permute(0, 3, 1, 2) for f in features) if output_hidden_states else None
+        hidden_states = tuple(channels_first for _, channels_first in views) if output_hidden_states else None
         result = BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states,
                                 attentions=attentions if output_attentions else None)
-        return result if return_dict is not False else result.to_tuple()
+        return result if (self.config.return_dict if return_dict is None else return_dict) else result.to_tuple()
 
 
 __all__ = ["SwinModel", "SwinForImageClassification", "SwinBackbone", "SwinPreTrainedModel",

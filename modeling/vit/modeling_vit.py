@@ -74,7 +74,7 @@ class ViTEmbeddings(nn.Module):
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
         pos = self.position_embedding_for((gh, gw), interpolate=interpolate_pos_encoding)
         if pos is not None:
-            x = x + pos
+            x = x + pos.to(x.dtype)  # a fixed sin-cos buffer may stay fp32 under from_pretrained(dtype=...)
         return self.dropout(x)
 
 
@@ -171,6 +171,10 @@ class ViTModel(ViTPreTrainedModel):
         )
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (the hybrid's: its ResNet stem and projection); hooks on it see every input."""
+        return self.embeddings.patch_embed
+
     @staticmethod
     def make_patch_embed(config: ViTConfig) -> nn.Module:
         return PatchEmbed(config.num_channels, config.hidden_size, config.patch_size)
@@ -220,7 +224,7 @@ class ViTModel(ViTPreTrainedModel):
         out = BaseModelOutputWithPooling(
             last_hidden_state=x, pooler_output=self.pool(x), hidden_states=hidden_states, attentions=attentions
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 class ViTForImageClassification(ViTPreTrainedModel):
@@ -254,10 +258,11 @@ class ViTForImageClassification(ViTPreTrainedModel):
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
             pooled_only=True,
+            return_dict=True,
         )
         logits = self.classifier(self.head_norm(out.pooler_output))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         result = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if return_dict is not False else result.to_tuple()
+        return result if (self.config.return_dict if return_dict is None else return_dict) else result.to_tuple()
