@@ -499,3 +499,107 @@ def test_returned_hidden_states_and_attentions_get_gradients(case):
     # gradient at all counts; a view made after use would have grad None
     missing = sorted(k for k, t in returned.items() if t.grad is None)
     assert not missing, missing
+
+
+def _plain_inputs(case: Case, config, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    inputs = _inputs(case, config, batch=batch, seed=seed)
+    inputs.pop("labels", None)
+    return inputs
+
+
+def _assert_relative_error_below(got: list[torch.Tensor], want: list[torch.Tensor], bound: float) -> None:
+    """Quantized outputs against fp32: every float output's error, relative to the output's norm, under `bound`;
+    non-float outputs (MAE's ids_restore) exactly equal."""
+    assert len(got) == len(want) and want
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"output {i}: {g.shape} != {w.shape}"
+        if not w.is_floating_point():
+            assert torch.equal(g, w), f"output {i}"
+            continue
+        err = ((g.float() - w).norm() / w.norm().clamp_min(1e-12)).item()
+        assert err < bound, f"output {i}: relative error {err:.4f} >= {bound}"
+
+
+# int8 error budget. Weights and activations at 8 bits carry ~0.4% relative rounding error each; through the tiny
+# models' few layers the outputs move by ~1-3%. A real fault (a Linear left fp32 is harmless, but a wrong scale,
+# a transposed or dropped weight, a lost bias, a wrong zero point) moves them by tens of percent or more.
+INT8_BOUND = 0.1
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_onnx_export_runs_in_onnxruntime(case, tmp_path):
+    """torch.onnx.export(dynamo=True) of the eval model (MAE with its masking noise as an input), run by
+    onnxruntime: every output equals eager to 1e-4."""
+    import onnxruntime
+
+    model = _build(case).eval()
+    inputs = _plain_inputs(case, model.config, 2)
+    with torch.no_grad():
+        want = _tensors(model(**inputs))
+        program = torch.onnx.export(model, (), kwargs=inputs, dynamo=True)
+    path = tmp_path / "model.onnx"
+    program.save(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert sorted(names) == sorted(inputs), names
+    got = session.run(None, {name: inputs[name].numpy() for name in names})
+    _assert_tensors_close([torch.from_numpy(g) for g in got], want, 1e-4, 1e-4)
+
+
+def _count_linears(model: torch.nn.Module) -> int:
+    return sum(type(m) is torch.nn.Linear for m in model.modules())
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_quantize_dynamic_replaces_every_linear(case):
+    """quantize_dynamic({nn.Linear}) replaces every nn.Linear with a dynamic int8 Linear and stays within the
+    int8 error budget. As the README says, it matches exact types: after optimize_for_cpu it finds nothing,
+    after the undo it finds every Linear again."""
+    import copy
+
+    from torch.ao.nn.quantized import dynamic as nnqd
+    from torch.ao.quantization import quantize_dynamic
+
+    from hf_vision import optimize_for_cpu
+
+    model = _build(case).eval()
+    linears = _count_linears(model)
+    assert linears
+    inputs = _plain_inputs(case, model.config, 2)
+    with torch.no_grad():
+        want = _tensors(model(**inputs))
+    quantized = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    assert sum(type(m) is nnqd.Linear for m in quantized.modules()) == linears
+    assert _count_linears(quantized) == 0
+    with torch.no_grad():
+        _assert_relative_error_below(_tensors(quantized(**inputs)), want, INT8_BOUND)
+
+    optimized = optimize_for_cpu(copy.deepcopy(model))
+    untouched = quantize_dynamic(optimized, {torch.nn.Linear}, dtype=torch.qint8)
+    assert not any(isinstance(m, nnqd.Linear) for m in untouched.modules())
+    restored = quantize_dynamic(optimize_for_cpu(optimized, enable=False), {torch.nn.Linear}, dtype=torch.qint8)
+    assert sum(type(m) is nnqd.Linear for m in restored.modules()) == linears
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_torchao_int8_at_batch_32(case):
+    """torchao's int8 weight-only and dynamic-activation int8 quantize_ at batch 32 (the size where the old 1x1
+    convolution path raised NotImplementedError): every Linear's weight is quantized and outputs stay within the
+    int8 error budget."""
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    model = _build(case).eval()
+    linears = _count_linears(model)
+    inputs = _plain_inputs(case, model.config, 32)
+    with torch.no_grad():
+        want = _tensors(model(**inputs))
+    for config in (Int8WeightOnlyConfig(), Int8DynamicActivationInt8WeightConfig()):
+        quantized = copy.deepcopy(model)
+        quantize_(quantized, config)
+        weights = [m.weight for m in quantized.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(weights) == linears
+        assert all(type(w) not in (torch.Tensor, torch.nn.Parameter) for w in weights), type(config).__name__
+        with torch.no_grad():
+            _assert_relative_error_below(_tensors(quantized(**inputs)), want, INT8_BOUND)
