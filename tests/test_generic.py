@@ -207,8 +207,8 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ standard tools
-# Every model class must work with the tools users combine models with. The cheap checks (export, quantize_dynamic,
-# PEFT) run on every case; the slow ones (compile, ONNX, torchao) on the first case of each model class, and
+# Every model class must work with the tools users combine models with. Each tool runs on the first case of each
+# model class (PER_CLASS: tracing and export cost seconds per case), and
 # inductor (C++ compilation, slow on a small CPU) only on one class per family: the others compile with
 # `backend="aot_eager"`, the same fullgraph dynamo capture and autograd tracing without code generation.
 def _one_per(key) -> list[Case]:
