@@ -6,8 +6,8 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
-    ViTImageProcessor,
-    ViTImageProcessorPil,
+    BitImageProcessor,
+    BitImageProcessorPil,
 )
 from transformers import models as _hf_models
 
@@ -55,7 +55,7 @@ def register_family(config_cls: type, models: dict[str, type]) -> None:
     for auto_name, model_cls in models.items():
         _auto_class(auto_name).register(config_cls, model_cls, exist_ok=True)
     AutoImageProcessor.register(
-        config_cls, image_processor_classes={"pil": ViTImageProcessorPil, "torchvision": ViTImageProcessor},
+        config_cls, image_processor_classes={"pil": BitImageProcessorPil, "torchvision": BitImageProcessor},
         exist_ok=True,
     )
     FAMILIES.append((config_cls, models))

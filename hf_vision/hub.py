@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, hf_hub_download
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import (
     HFValidationError,
@@ -32,9 +32,11 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from . import convert
-from .model_card import card_for_folder, card_for_model, validate_card
+from .model_card import OUR_CARD_TAG, UNPUBLISHED_LOCATION, card_for_folder, card_for_model, validate_card
+from .modeling.pretrained import set_publisher
 
 OUR_MODEL_TYPE_PREFIX = "hfv_"
+TRAINER_CARD_TAG = "generated_from_trainer"  # the Trainer's generic card, replaced by ours on upload
 # Training leftovers that do not belong in a shared checkpoint.
 DEFAULT_IGNORE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "training_args.bin", "trainer_state.json",
                   "*.lock", ".*")
@@ -85,9 +87,10 @@ def push_folder(
 ) -> CommitInfo:
     """Upload a `save_pretrained` folder (e.g. a training run's output) in one commit, with its model card.
 
-    A folder without README.md gets a card built from its config.json, safetensors and the run's json files
-    (all_results.json, run_args.json, ...); `card_kwargs` adds or overrides card fields. Subfolders (Trainer's
-    checkpoint-*/, runs/) are not uploaded.
+    A folder without README.md (or with the Trainer's generic card) gets our card built from its config.json,
+    safetensors and the run's json files (all_results.json, run_args.json, ...); `card_kwargs` adds or overrides
+    card fields. Every other push path (our models' `push_to_hub`, `save_pretrained(push_to_hub=True)`, the
+    Trainer's push, the scripts) ends here. Subfolders (Trainer's checkpoint-*/, runs/) are not uploaded.
     """
     if not Path(folder).exists():  # named as typed ("./run", not Path's "run")
         raise FileNotFoundError(f"{os.fspath(folder)} does not exist")
@@ -95,16 +98,18 @@ def push_folder(
     check_checkpoint_folder(folder)
     files = {p.name: p for p in sorted(folder.iterdir())
              if p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in ignore_patterns)}
-    readme = None
-    if "README.md" not in files or card_kwargs:
-        card = card_for_folder(folder, **{"repo_id": repo_id, **(card_kwargs or {})})
-        readme = str(card).encode()
-    else:
-        card = files["README.md"].read_text()
-    validate_card(card)
+    build_card = bool(card_kwargs) or is_generated_card(files.get("README.md"))
+    card = card_for_folder(folder, **{"repo_id": repo_id, **(card_kwargs or {})}) if build_card \
+        else files["README.md"].read_text()
+    validate_card(card)  # before anything reaches the Hub
 
     api = HfApi(endpoint=endpoint, token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # "name" -> "user/name"
+    readme = None
+    if build_card:  # the card's usage snippet names the full repo id
+        readme = str(card_for_folder(folder, **{"repo_id": repo_id, **(card_kwargs or {})})).encode()
+    elif f'"{UNPUBLISHED_LOCATION}"' in card and OUR_CARD_TAG in card:  # our card, written before the push (a run)
+        readme = card.replace(f'"{UNPUBLISHED_LOCATION}"', f'"{repo_id}"').encode()
     if private is not None and api.model_info(repo_id).private != private:  # an existing repo changes visibility
         api.update_repo_settings(repo_id, private=private)
     if revision and revision != "main" and not create_pr:
@@ -124,10 +129,32 @@ def save_with_card(model, folder: str | os.PathLike, **card_kwargs: Any) -> Path
     """`model.save_pretrained(folder)` plus its validated model card as README.md (what a push would upload)."""
     folder = Path(folder)
     model.save_pretrained(folder)
-    card = card_for_model(model, **card_kwargs)
+    card = card_for_folder(folder, **card_kwargs)  # the same card every push path builds
     validate_card(card)
     card.save(folder / "README.md")
     return folder
+
+
+def publish_folder(model, folder: str | os.PathLike, repo_id: str, *, tags: Iterable[str] | None = None,
+                   card_kwargs: dict[str, Any] | None = None, **options: Any) -> CommitInfo:
+    """What our models' `push_to_hub` and `save_pretrained(..., push_to_hub=True)` call (registered with
+    `set_publisher` on import): upload the folder `model.save_pretrained` just wrote, with our card, in one commit."""
+    card_kwargs = dict(card_kwargs or {})
+    if tags:
+        card_kwargs["tags"] = [*card_kwargs.get("tags", ()), *tags]
+    return push_folder(folder, repo_id, card_kwargs=card_kwargs, **options)
+
+
+def is_generated_card(readme: Path | None) -> bool:
+    """Whether a folder's README.md is absent or a generated card we replace with ours (the Trainer's generic
+    `generated_from_trainer` card); any other card, ours or the user's, is uploaded as it is (once validated)."""
+    if readme is None or not readme.is_file():
+        return True
+    try:
+        tags = ModelCard.load(readme, ignore_metadata_errors=True).data.tags or []
+    except Exception:  # unparsable metadata: the user's card, which validation then rejects with the reason
+        return False
+    return TRAINER_CARD_TAG in tags and OUR_CARD_TAG not in tags
 
 
 def check_checkpoint_folder(folder: Path) -> None:
@@ -158,6 +185,7 @@ def _architecture(folder: Path) -> str:
 
 # ----------------------------------------------------------------------------------------------------------- pull
 
+PROCESSOR_FILE = "preprocessor_config.json"
 OFFICIAL_SUFFIXES = (".npz", ".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
@@ -239,8 +267,9 @@ def from_pretrained(
         if (config.get("model_type") or "").startswith(OUR_MODEL_TYPE_PREFIX):
             cls = _our_class(config, auto_class)
             return cls.from_pretrained(name_or_path, **_drop_none(hub), **kwargs)
-        _, source = load_source(str(name_or_path), config, **hub)
-        return _reload_with(convert_source(source), auto_class, kwargs)
+        kind, source = load_source(str(name_or_path), config, **hub)
+        preprocessor = _read_processor(str(name_or_path), kind, hub)
+        return _reload_with(convert_source(source, preprocessor), auto_class, kwargs)
 
 
 def load_source(name_or_path: str, config: dict | None = None, **hub: Any):
@@ -255,11 +284,12 @@ def load_source(name_or_path: str, config: dict | None = None, **hub: Any):
     raise ValueError(f"{name_or_path}: config.json has neither model_type nor timm's architecture field")
 
 
-def convert_source(source):
-    """Our model from a timm or transformers model (the family converters registered in hf_vision.convert)."""
+def convert_source(source, preprocessor: dict[str, Any] | None = None):
+    """Our model from a timm or transformers model (the family converters registered in hf_vision.convert);
+    `preprocessor`: a transformers checkpoint's preprocessor_config.json, carried over to our processor."""
     if type(source).__module__.startswith("timm."):
         return convert.from_timm(source)
-    return convert.from_transformers(source)
+    return convert.from_transformers(source, preprocessor=preprocessor)
 
 
 def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +310,16 @@ def _read_json(name_or_path: str, filename: str, **hub: Any) -> dict | None:
         raise hub_error(name_or_path, error, revision=hub.get("revision"), cache_dir=hub.get("cache_dir"),
                         local_files_only=bool(hub.get("local_files_only"))) from error
     return json.loads(Path(file).read_text())
+
+
+def _read_processor(name_or_path: str, kind: str, hub: dict[str, Any]) -> dict | None:
+    """A transformers checkpoint's preprocessor_config.json, or None where it has (or the cache holds) none."""
+    if kind != "transformers":
+        return None
+    try:
+        return _read_json(name_or_path, PROCESSOR_FILE, **hub)
+    except OSError:  # config.json came from here, so: offline and not cached; our default preprocessing stays
+        return None
 
 
 def read_config(name_or_path: str | os.PathLike, **hub: Any) -> dict:
@@ -378,7 +418,8 @@ def convert_checkpoint(
         model = convert.load_official(path, preset)
     else:
         kind, reference = load_source(str(source), **hub)
-        model = convert_source(reference)
+        preprocessor = _read_processor(str(source), kind, hub)
+        model = convert_source(reference, preprocessor)
     model.eval()
     model.save_pretrained(output_dir)
     on_hub = not path.exists()
@@ -505,3 +546,6 @@ def compare_outputs(reference, model, *, batch: int = 2, seed: int = 0) -> tuple
     if theirs_maps is not None and our_maps is not None and len(theirs_maps) == len(our_maps):  # backbones
         return "feature_maps", max((a.float() - b.float()).abs().max().item() for a, b in zip(theirs_maps, our_maps))
     raise ValueError(f"no comparable output between {type(reference).__name__} and {type(model).__name__}")
+
+
+set_publisher(publish_folder)  # our models' push_to_hub / save_pretrained(push_to_hub=True) end in push_folder

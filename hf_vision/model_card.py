@@ -17,6 +17,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 LIBRARY_NAME = "transformers"  # our checkpoints load through transformers (remote code or registered classes)
+OUR_CARD_TAG = "hf-vision"  # marks a card this package built (kept as is on upload)
+UNPUBLISHED_LOCATION = "path/to/checkpoint"  # a card written before its push names this; the push fills the repo id
 
 # The Hub's license identifiers most model repos use (https://huggingface.co/docs/hub/repositories-licenses).
 HUB_LICENSES = frozenset({
@@ -28,7 +30,8 @@ HUB_LICENSES = frozenset({
     "afl-3.0", "artistic-2.0", "bsl-1.0", "ecl-2.0", "epl-1.0", "epl-2.0", "eupl-1.1", "isc", "ms-pl", "ncsa",
     "odbl", "ofl-1.1", "osl-3.0", "postgresql", "wtfpl", "zlib", "other", "unknown",
 })
-# The Hub's pipeline tags for vision models (the subset a vision checkpoint can carry).
+# The Hub's pipeline tags for vision models (the subset a vision checkpoint can carry). huggingface_hub ships no
+# list of pipeline tags; tests check that the tags our cards emit are transformers pipeline tasks.
 HUB_VISION_PIPELINES = frozenset({
     "image-classification", "image-feature-extraction", "image-segmentation", "object-detection",
     "zero-shot-image-classification", "mask-generation", "image-to-image", "depth-estimation",
@@ -96,14 +99,33 @@ def _family(config: dict[str, Any]) -> Family:
     return FAMILIES[model_type]
 
 
-def _task(config: dict[str, Any]) -> tuple[str, str, str]:
-    """(pipeline_tag, model-index task type, task name) from the saved architecture."""
+# pipeline tag -> task name: the only tasks our cards name (pipeline_tag and model-index task.type alike).
+CARD_TASKS = {"image-classification": "Image Classification", "image-feature-extraction": "Image Feature Extraction"}
+
+
+def _task(config: dict[str, Any]) -> tuple[str, str]:
+    """(pipeline tag = model-index task type, task name) from the saved architecture. An MAE pre-training
+    checkpoint is an image feature extractor: its AutoModel encodes the whole, unmasked image."""
     architecture = (config.get("architectures") or [""])[0]
-    if architecture.endswith("ForImageClassification"):
-        return "image-classification", "image-classification", "Image Classification"
-    if architecture.endswith("ForPreTraining"):  # MAE: the encoder is what users take away
-        return "image-feature-extraction", "masked-image-modeling", "Masked Image Modeling"
-    return "image-feature-extraction", "image-feature-extraction", "Image Feature Extraction"
+    tag = "image-classification" if architecture.endswith("ForImageClassification") else "image-feature-extraction"
+    return tag, CARD_TASKS[tag]
+
+
+def min_transformers_version() -> str | None:
+    """The transformers floor hf-vision declares (its installed metadata), e.g. "5.0"; None when not installed."""
+    from importlib import metadata
+
+    try:
+        requirements = metadata.requires("hf-vision") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for requirement in requirements:
+        name, _, spec = requirement.partition(";")[0].replace(" ", "").partition("transformers")
+        if name == "" and spec[:1] in ("<", ">", "=", "!", "~", ","):
+            for part in spec.split(","):
+                if part.startswith(">="):
+                    return part[2:]
+    return None
 
 
 def match_preset(config: dict[str, Any]) -> str | None:
@@ -139,7 +161,17 @@ def count_parameters(folder: str | Path) -> int:
 def result_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     """Trainer-style metrics ({"eval_accuracy": 0.81, "eval_runtime": 3.2}) -> results ({"accuracy": 0.81}).
 
-    Bookkeeping (runtimes, throughput, epoch, flos) is dropped; `train_loss` stays (pre-training's result)."""
+    Only what was measured on the evaluation split: `train_*` values (training loss) are training statistics
+    (see `training_metrics`), bookkeeping (runtimes, throughput, epoch, flos) is dropped."""
+    return {name: value for name, value in _numbers(metrics).items() if not name.startswith("train_")}
+
+
+def training_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """The `train_*` statistics of a run ({"train_loss": 0.3}), reported in the card's training section."""
+    return {name: value for name, value in _numbers(metrics).items() if name.startswith("train_")}
+
+
+def _numbers(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in (metrics or {}).items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -196,57 +228,62 @@ def build_model_card(
     tags: list[str] | tuple[str, ...] = (),
     model_name: str | None = None,
     description: str | None = None,
+    local_data: str | None = None,
 ) -> ModelCard:
     """A card for a checkpoint with this `config` (a config object or config.json's dict).
 
-    metrics: the run's evaluation results (Trainer-style keys are fine); they become `model-index` entries on
-    `eval_dataset` (default: the first of `datasets`) and the results table.
+    datasets: Hub dataset ids only. Data that is not on the Hub is described in words by `local_data` (the
+        card then names no dataset id and carries no model-index, whose dataset.type must be a Hub id).
+    metrics: the run's metrics (Trainer-style keys are fine). Those measured on the evaluation split become
+        `model-index` entries on `eval_dataset` (default: the first of `datasets`) / `eval_split` and the results
+        table; `train_*` values (training loss) go to the training section.
     training_args: the run's resolved arguments, printed as the training recipe.
     """
     config = _config_dict(config)
     family = _family(config)
-    pipeline_tag, task_type, task_name = _task(config)
+    pipeline_tag, task_name = _task(config)
     preset = preset or match_preset(config)
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
     eval_dataset = eval_dataset or (datasets[0] if datasets else None)
-    results = result_metrics(metrics)
+    results, train_stats = result_metrics(metrics), training_metrics(metrics)
     name = model_name or (repo_id.split("/")[-1] if repo_id else preset or family.name)
 
     eval_results = None
-    if results and eval_dataset:
+    if results and eval_dataset and local_data is None:
         eval_results = [
-            EvalResult(task_type=task_type, task_name=task_name, dataset_type=eval_dataset, dataset_name=eval_dataset,
-                       dataset_split=eval_split, metric_type=metric, metric_name=metric, metric_value=value)
+            EvalResult(task_type=pipeline_tag, task_name=task_name, dataset_type=eval_dataset,
+                       dataset_name=eval_dataset, dataset_split=eval_split, metric_type=metric, metric_name=metric,
+                       metric_value=value)
             for metric, value in results.items()
         ]
-    card_tags = ["hf-vision", "vision", "custom_code", family.name, pipeline_tag]
-    if task_type != pipeline_tag:
-        card_tags.append(task_type)
-    card_tags += [f"arxiv:{a}" for a in family.arxiv] + list(tags)
+    card_tags = [OUR_CARD_TAG, "vision", "custom_code", family.name, pipeline_tag]
+    card_tags += [f"arxiv:{a}" for a in family.arxiv] + [t for t in tags if t not in card_tags]
     data = ModelCardData(
         license=license, library_name=LIBRARY_NAME, pipeline_tag=pipeline_tag, tags=card_tags,
         datasets=datasets or None, metrics=sorted(results) or None, base_model=base_model,
         model_name=name, eval_results=eval_results,
     )
     body = _body(config, family, name, repo_id, preset, num_parameters, base_model, datasets, eval_dataset,
-                 eval_split, results, training_args, pipeline_tag, description)
+                 eval_split, results, train_stats, training_args, pipeline_tag, description, local_data)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
 def _body(config, family, name, repo_id, preset, num_parameters, base_model, datasets, eval_dataset, eval_split,
-          results, training_args, pipeline_tag, description) -> str:
-    where = repo_id or "path/to/checkpoint"
-    architecture = (config.get("architectures") or ["AutoModel"])[0]
-    auto_class = "AutoModelForImageClassification" if pipeline_tag == "image-classification" else "AutoModel"
-    if architecture.endswith("ForPreTraining"):
-        auto_class = "AutoModelForPreTraining"
+          results, train_stats, training_args, pipeline_tag, description, local_data) -> str:
+    where = repo_id or UNPUBLISHED_LOCATION
+    size = config.get("image_size") or 224
+    height, width = (size, size) if isinstance(size, int) else size
     papers = ", ".join(f"[arXiv:{a}](https://arxiv.org/abs/{a})" for a in family.arxiv)
+    floor = min_transformers_version()
+    requirement = f"transformers>={floor}" if floor else "transformers"
     lines = [f"# {name}", ""]
     lines.append(description or f"A {family.title} checkpoint in the hf-vision format ({papers}).")
     if base_model:
         lines.append(f"Fine-tuned from [{base_model}](https://huggingface.co/{base_model}).")
     if datasets:
         lines.append(f"Trained on: {', '.join(datasets)}.")
+    if local_data:
+        lines.append(f"Trained on local data that is not a Hub dataset: {local_data}.")
     lines += ["", "## Architecture", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {_format_value(v)} |" for k, v in
               _architecture_rows(config, family, preset, num_parameters)]
@@ -256,24 +293,36 @@ def _body(config, family, name, repo_id, preset, num_parameters, base_model, dat
         lines += [f"| {k} | {_format_value(v)} |" for k, v in sorted(training_args.items())]
     else:
         lines.append("Not recorded with this checkpoint (converted or saved without a training run).")
+    if train_stats:
+        lines += ["", "Training statistics (measured on the training data, not results):", "",
+                  "| statistic | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.6g} |" for k, v in train_stats.items()]
     lines += ["", "## Results", ""]
     if results:
-        split = f" ({eval_split})" if eval_split else ""
-        lines += [f"Evaluated on {eval_dataset or 'the evaluation set'}{split}:", "", "| metric | value |", "|---|---|"]
+        split = f", split `{eval_split}`" if eval_split else ""
+        where_measured = eval_dataset or local_data or "the evaluation set"
+        lines += [f"Measured on {where_measured}{split}:", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.6g} |" for k, v in results.items()]
     else:
         lines.append("No evaluation results were recorded for this checkpoint.")
     lines += [
-        "", "## How to use", "", "With hf-vision installed (its classes are registered, no remote code runs):", "",
+        "", "## How to use", "",
+        f"Needs `{requirement}` and Pillow. With transformers alone (the modeling code travels with the "
+        "checkpoint, hence `trust_remote_code=True`):", "",
+        "```python", "from PIL import Image", "from transformers import pipeline", "",
+        f'pipe = pipeline("{pipeline_tag}", model="{where}", trust_remote_code=True)',
+        f'image = Image.new("RGB", ({width}, {height}), "gray")  # your image here',
+        f"print({_USAGE_OUTPUT[pipeline_tag]})", "```", "",
+        "With hf-vision installed (its classes are registered, no remote code runs):", "",
         "```python", "import hf_vision", "", f'model = hf_vision.from_pretrained("{where}")', "```", "",
-        "With transformers alone (the modeling code travels with the checkpoint):", "",
-        "```python", f"from transformers import AutoImageProcessor, {auto_class}", "",
-        f'processor = AutoImageProcessor.from_pretrained("{where}")',
-        f'model = {auto_class}.from_pretrained("{where}", trust_remote_code=True)',
-        'inputs = processor(images=image, return_tensors="pt")', "outputs = model(**inputs)", "```", "",
         "## Citation", "", "```bibtex", family.citation, "```", "",
     ]
     return "\n".join(lines)
+
+
+# What the usage snippet prints: the top prediction, or the shape of the features (tokens x width).
+_USAGE_OUTPUT = {"image-classification": "pipe(image)[0]",
+                 "image-feature-extraction": "len(pipe(image)[0]), len(pipe(image)[0][0])"}
 
 
 def card_for_model(model, **kwargs: Any) -> ModelCard:
@@ -295,11 +344,31 @@ def card_for_folder(folder: str | Path, **kwargs: Any) -> ModelCard:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     kwargs.setdefault("num_parameters", count_parameters(folder) or None)
-    if kwargs.get("metrics") is None:
-        kwargs["metrics"] = _first_json(folder, RUN_METRICS_FILES)
+    if kwargs.get("metrics") is None:  # a run's files: only split-prefixed values (eval_*, train_*) are metrics
+        kwargs["metrics"] = {k: v for k, v in (_first_json(folder, RUN_METRICS_FILES) or {}).items()
+                             if k.startswith(("eval_", "test_", "validation_", "train_"))}
     if kwargs.get("training_args") is None:
         kwargs["training_args"] = _first_json(folder, RUN_ARGS_FILES)
     return build_model_card(config, **kwargs)
+
+
+# The embedded demo data is scikit-learn's bundled digits, not a Hub dataset.
+DIGITS_STATEMENT = ("scikit-learn's bundled 8x8 handwritten digits (`sklearn.datasets.load_digits`, 1,797 images, "
+                    "10 classes), stored as 32x32 RGB images with a fixed train/test split")
+
+
+def data_statement(dataset: str | None) -> tuple[list[str] | None, str | None]:
+    """(Hub dataset ids, local-data statement) for a run's --dataset: a local folder or file and the embedded
+    digits are described in words, anything else is taken as a Hub dataset id."""
+    from .data.sources import EMBEDDED_NAMES
+
+    if not dataset:
+        return None, None
+    if dataset in EMBEDDED_NAMES:
+        return None, DIGITS_STATEMENT
+    if Path(dataset).exists():
+        return None, f"the local files `{Path(dataset).name}`"
+    return [dataset], None
 
 
 def _first_json(folder: Path, names: tuple[str, ...]) -> dict[str, Any] | None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .requirements import require_transformers
+
+require_transformers()  # every config and model file imports this module: fail early and clearly on an old transformers
+
 
 def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     choices = tuple(choices)

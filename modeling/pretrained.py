@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import importlib.util
 import inspect
+import json
+import math
 import os
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -26,6 +30,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_utils import load_state_dict
 
 from .layers.block import Encoder
+from .requirements import MIN_TRANSFORMERS
 
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)([\w.]*)(\s+import\b)", re.MULTILINE)
 
@@ -54,13 +59,78 @@ def _flatten_imports(source: str) -> str:
     return _RELATIVE_IMPORT.sub(lambda m: f"{m.group(1)}.{m.group(3).rpartition('.')[2]}{m.group(4)}", source)
 
 
-def write_remote_code(model_cls: type, config_cls: type, save_directory: str | os.PathLike) -> list[str]:
-    """Copy the flattened source of `model_cls` and `config_cls` (and what they import) into the folder."""
+def remote_code_sources(model_cls: type, config_cls: type) -> dict[str, str]:
+    """File name -> flattened source of `model_cls`, `config_cls` and everything they import relatively."""
     files = _module_source_files(model_cls.__module__)
     files.update(_module_source_files(config_cls.__module__))
-    for name, path in files.items():
-        (Path(save_directory) / name).write_text(_flatten_imports(path.read_text()))
-    return sorted(files)
+    return {name: _flatten_imports(path.read_text()) for name, path in sorted(files.items())}
+
+
+def write_remote_code(model_cls: type, config_cls: type, save_directory: str | os.PathLike) -> list[str]:
+    """Copy the flattened source of `model_cls` and `config_cls` (and what they import) into the folder."""
+    sources = remote_code_sources(model_cls, config_cls)
+    for name, text in sources.items():
+        _replace_file(Path(save_directory) / name, text.encode())
+    return list(sources)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write `path` as a fresh regular file: a symlink there is replaced, never written through."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # renames over the directory entry: a link's target is left untouched
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# transformers' weight files: model.safetensors, its shards model-00001-of-00003.safetensors and their index.
+_WEIGHT_FILE = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?")
+CONFIG_NAME, PROCESSOR_NAME = "config.json", "preprocessor_config.json"
+# config.json fields written by save_pretrained (not config attributes: __init__ never sees or validates them)
+FILES_FIELD, FLOOR_FIELD = "hf_vision_files", "hf_vision_min_transformers"
+
+
+def _previous_save(folder: Path) -> dict[str, str] | None:
+    """{file name: sha256} recorded by an earlier hf-vision save into `folder`, or None if it holds none."""
+    config = folder / CONFIG_NAME
+    if config.is_symlink() or not config.is_file():
+        return None
+    try:
+        recorded = json.loads(config.read_text()).get(FILES_FIELD)
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def foreign_files(folder: Path, outputs: list[str]) -> list[str]:
+    """Names in `folder` that a save is about to replace or delete but that an earlier hf-vision save did not write.
+
+    Ours: config.json holding our file record (FILES_FIELD); weight files beside such a config.json; a source
+    or processor file whose sha256 is the one recorded (unchanged since we wrote it). Foreign: any symlink; any
+    other existing file among `outputs` or transformers' weight names (a user's same-named .py, an edited file,
+    another model's checkpoint).
+    """
+    previous = _previous_save(folder)
+    names = set(outputs) | {p.name for p in folder.iterdir() if _WEIGHT_FILE.fullmatch(p.name)}
+    foreign = []
+    for name in sorted(names):
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink() or previous is None or not path.is_file():
+            foreign.append(name)
+        elif name != CONFIG_NAME and not _WEIGHT_FILE.fullmatch(name) and previous.get(name) != _sha256(path):
+            foreign.append(name)
+    return foreign
 
 
 def vit_encoder(config) -> Encoder:
@@ -221,24 +291,146 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         return entries
 
     def image_processor(self):
-        """The preprocessing this model expects (resize to the config's size, normalise with its mean/std)."""
-        from transformers import ViTImageProcessor
+        """The evaluation preprocessing this model expects: resize the shorter side to size / crop_pct, centre-crop
+        to the config's size, normalise with its mean/std (BitImageProcessor is the transformers processor that
+        resizes by the shorter side and centre-crops). `crop_pct`, `interpolation` and `crop_mode` are optional
+        config fields (default 0.875, bicubic, "center", as timm and the papers evaluate; "squash" resizes straight
+        to the model size, as transformers' ViT processor); converters carry the source's values over."""
+        from transformers import BitImageProcessor
 
         size = self.config.image_size
         height, width = (size, size) if isinstance(size, int) else size
-        return ViTImageProcessor(
+        crop_pct = float(getattr(self.config, "crop_pct", None) or DEFAULT_CROP_PCT)
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"config.crop_pct={crop_pct} must be in (0, 1]")
+        interpolation = getattr(self.config, "interpolation", None) or DEFAULT_INTERPOLATION
+        if interpolation not in PIL_RESAMPLE:
+            raise ValueError(f"config.interpolation={interpolation!r} is not one of {', '.join(PIL_RESAMPLE)}")
+        crop_mode = getattr(self.config, "crop_mode", None) or "center"
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"config.crop_mode={crop_mode!r} is not one of {', '.join(CROP_MODES)}")
+        if crop_mode == "squash":
+            resize = {"height": height, "width": width}
+        elif height == width:  # the shorter side (the aspect ratio is kept), then the centre crop
+            resize = {"shortest_edge": math.floor(height / crop_pct)}
+        else:
+            resize = {"height": math.floor(height / crop_pct), "width": math.floor(width / crop_pct)}
+        return BitImageProcessor(
             do_resize=True,
-            size={"height": height, "width": width},
-            resample=3,  # bicubic, as timm and the papers' evaluation
+            size=resize,
+            resample=PIL_RESAMPLE[interpolation],
+            do_center_crop=crop_mode == "center",
+            crop_size={"height": height, "width": width},
+            do_rescale=True,
+            do_normalize=True,
             image_mean=list(self.config.image_mean),
             image_std=list(self.config.image_std),
+            do_convert_rgb=True,
         )
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
-        os.makedirs(save_directory, exist_ok=True)
-        self.config.auto_map = self.auto_map()
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            write_remote_code(type(self), type(self.config), save_directory)
-            self.image_processor().save_pretrained(save_directory)
+    def write_owned_files(self, save_directory: str | os.PathLike) -> dict[str, str]:
+        """The files besides weights and config that make the folder loadable as remote code: source, processor.
 
+        Each is written as a fresh file renamed into place (never through a symlink); returns {name: sha256}.
+        """
+        written: dict[str, str] = {}
+        sources = remote_code_sources(type(self), type(self.config))
+        for name, text in {**sources, PROCESSOR_NAME: self.image_processor().to_json_string()}.items():
+            data = text.encode()
+            _replace_file(Path(save_directory) / name, data)
+            written[name] = hashlib.sha256(data).hexdigest()
+        return written
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs) -> None:
+        """Weights, config with auto_map, model source and processor; with push_to_hub=True the complete folder is
+        then uploaded in one commit (hub options as in transformers: repo_id, commit_message, token, private,
+        create_pr, revision), through the publisher hf_vision registers (with its model card) when present.
+
+        Never writes through a symlink: transformers opens config.json and the weight files with plain `open`,
+        which follows a link (overwriting its target, possibly outside the folder), so links at those names are
+        removed first, and our own files are renamed into place. Replacing files that an earlier hf-vision save
+        did not write (see `foreign_files`) warns once, naming them. config.json records the written files'
+        hashes (FILES_FIELD) and the transformers floor (FLOOR_FIELD).
+        """
+        hub_options = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs} if push_to_hub else {}
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.auto_map = self.auto_map()
+        main_process = kwargs.get("is_main_process", True)
+        if main_process:
+            outputs = [CONFIG_NAME, PROCESSOR_NAME, *remote_code_sources(type(self), type(self.config))]
+            foreign = foreign_files(folder, outputs)
+            if foreign:
+                warnings.warn(
+                    f"save_pretrained({str(save_directory)!r}) replaces files it did not write: {', '.join(foreign)}",
+                    stacklevel=2,
+                )
+            for entry in folder.iterdir():
+                if entry.is_symlink() and (entry.name in outputs or _WEIGHT_FILE.fullmatch(entry.name)):
+                    entry.unlink()
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if main_process:
+            written = self.write_owned_files(save_directory)
+            config = json.loads((folder / CONFIG_NAME).read_text())
+            config[FLOOR_FIELD] = MIN_TRANSFORMERS
+            config[FILES_FIELD] = written
+            _replace_file(folder / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+            if push_to_hub:
+                repo_id = hub_options.pop("repo_id", None) or Path(save_directory).resolve().name
+                return self._publish_folder(save_directory, repo_id, **hub_options)
+        return None
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+                    tags: list[str] | None = None):
+        """transformers' `push_to_hub`, uploading the complete folder `save_pretrained` writes in one commit."""
+        with tempfile.TemporaryDirectory(prefix="hfv-push-") as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            return self._publish_folder(folder, repo_id, commit_message=commit_message,
+                                        commit_description=commit_description, private=private, token=token,
+                                        revision=revision, create_pr=create_pr, tags=tags)
+
+    def _publish_folder(self, folder: str | os.PathLike, repo_id: str, **options):
+        """Upload a saved folder: hf_vision's publisher (validated card) when registered, else a plain upload."""
+        if PUBLISHER is not None:
+            return PUBLISHER(self, folder, repo_id, **options)
+        options["tags"] = [*(self.model_tags or []), *(options.get("tags") or [])] or None
+        return upload_folder_in_one_commit(folder, repo_id, **options)
+
+
+# Hub options `save_pretrained(..., push_to_hub=True, **options)` accepts (the rest go to transformers).
+HUB_OPTIONS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
+DEFAULT_CROP_PCT = 0.875
+DEFAULT_INTERPOLATION = "bicubic"
+CROP_MODES = ("center", "squash")
+PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values, as processors store them
+
+# Set by hf_vision (`hf_vision.hub.publish_folder`, which writes its validated model card): every push of our
+# models goes through it. Remote code running without hf_vision uploads the folder as it is.
+PUBLISHER = None
+
+
+def set_publisher(publisher) -> None:
+    """Route every push of our models through `publisher(model, folder, repo_id, **hub_options)`."""
+    global PUBLISHER
+    PUBLISHER = publisher
+
+
+def upload_folder_in_one_commit(folder: str | os.PathLike, repo_id: str, *, commit_message: str | None = None,
+                                commit_description: str | None = None, private: bool | None = None,
+                                token: bool | str | None = None, revision: str | None = None,
+                                create_pr: bool = False, tags: list[str] | None = None):
+    """The folder as saved, in one commit (through transformers' Hub client), for remote code without hf_vision;
+    without a README.md it gets transformers' own card, as transformers' push_to_hub writes it."""
+    from transformers.utils.hub import create_and_tag_model_card, hf_api
+
+    api = hf_api()
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, token=token).repo_id
+    if not (Path(folder) / "README.md").exists():
+        create_and_tag_model_card(repo_id, tags, token=token).save(Path(folder) / "README.md")
+    if revision and revision != "main" and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message or "Upload model",
+                             commit_description=commit_description, revision=revision, create_pr=create_pr,
+                             token=token)

@@ -7,7 +7,8 @@
 Every TrainingArguments flag works (--max_steps, --learning_rate, --per_device_train_batch_size, --bf16 ...),
 plus the model and data options of hf_vision.training.finetune (--linear_probe, --train_last_blocks N,
 --layer_decay, --mixup_alpha, --cutmix_alpha, --label_smoothing, --randaugment 2,9, ...).
-Writes the checkpoint, all_results.json, run_args.json and a model card into --output_dir.
+Writes the checkpoint, all_results.json, run_args.json and a model card into --output_dir; with --push_to_hub
+(--hub_model_id me/name) that folder is published in one commit after evaluation.
 """
 from __future__ import annotations
 

@@ -32,11 +32,17 @@ def dependency_paths() -> list[str]:
     return list(dict.fromkeys(keep))
 
 
-def isolated_preamble() -> str:
-    """Code that sets up the child's import path and proves the project's packages cannot be imported."""
+def isolated_preamble(*, own_path: bool = False) -> str:
+    """Code that sets up the child's import path and proves the project's packages cannot be imported.
+
+    `own_path`: keep the child interpreter's own import path (another virtualenv, whose packages must win), minus
+    the current directory and the project's folders, instead of the parent's.
+    """
+    set_path = (f"sys.path[:] = [p for p in sys.path if p not in ('', '.') and not p.startswith({str(ROOT)!r})]"
+                if own_path else f"sys.path[:] = {dependency_paths()!r}")
     return textwrap.dedent(f"""
         import sys
-        sys.path[:] = {dependency_paths()!r}
+        {set_path}
         class _HideProject:  # refuse the project even where a regular install left it in site-packages
             @staticmethod
             def find_spec(name, path=None, target=None):
@@ -55,6 +61,12 @@ def isolated_preamble() -> str:
     """)
 
 
-def isolated_command(code: str, *args: str) -> list[str]:
-    """argv running `code` (plus `args` as sys.argv[1:]) in a fresh interpreter that cannot import this project."""
+def isolated_command(code: str, *args: str, python: str | None = None) -> list[str]:
+    """argv running `code` (plus `args` as sys.argv[1:]) in a fresh interpreter that cannot import this project.
+
+    `python`: another virtualenv's interpreter; it starts with its own `site` (its packages, then the paths its
+    .pth files add), still with no cwd, PYTHONPATH or user site (-I).
+    """
+    if python is not None:
+        return [python, "-I", "-c", isolated_preamble(own_path=True) + textwrap.dedent(code), *args]
     return [sys.executable, "-I", "-S", "-c", isolated_preamble() + textwrap.dedent(code), *args]

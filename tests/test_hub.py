@@ -5,6 +5,7 @@ HF_VISION_REAL_HUB_REPO=user/scratch-repo HF_TOKEN=... pytest tests/test_hub.py 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -649,12 +650,13 @@ def test_saved_checkpoint_carries_its_card(tmp_path):
                    training_args={"mask_ratio": 0.75, "epochs": 800})
     card = huggingface_hub.ModelCard.load(tmp_path / "README.md")
     validate_card(card)
+    # training loss is a training statistic, not a result on the evaluation split
     assert result_metrics({"train_loss": 0.3, "train_runtime": 5.0, "train_samples_per_second": 9.0, "epoch": 1,
-                           "eval_top1": 0.5, "note": "text"}) == {"train_loss": 0.3, "top1": 0.5}
+                           "eval_top1": 0.5, "note": "text"}) == {"top1": 0.5}
     assert card.data.pipeline_tag == "image-feature-extraction"
-    assert "masked-image-modeling" in card.data.tags and "arxiv:2111.06377" in card.data.tags
-    assert card.data.eval_results[0].task_type == "masked-image-modeling"
-    assert "AutoModelForPreTraining" in card.text and "| mask_ratio | 0.75 |" in card.text
+    assert "arxiv:2111.06377" in card.data.tags
+    assert card.data.eval_results[0].task_type == "image-feature-extraction"
+    assert 'pipeline("image-feature-extraction"' in card.text and "| mask_ratio | 0.75 |" in card.text
     check_checkpoint_folder(tmp_path)
 
 
@@ -706,3 +708,254 @@ def test_real_hub_round_trip(monkeypatch):
     loaded = hf_vision.from_pretrained(repo_id, force_download=True)
     with torch.no_grad():
         torch.testing.assert_close(loaded(_pixels()).logits, model(_pixels()).logits)
+
+
+# ----------------------------------------------------------------------------- every publishing entry point
+
+
+def _card_snippet(readme: str, needle: str = "pipeline(") -> str:
+    """The card's python code block that uses `needle` (the snippet a stranger would copy)."""
+    import re
+
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if needle in b]
+    assert len(blocks) == 1, blocks
+    return blocks[0]
+
+
+def _finetune(out: Path, *extra: str) -> dict:
+    argv = ["--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "16",
+            "--per_device_eval_batch_size", "64", "--max_eval_samples", "64", "--logging_steps", "1",
+            "--shuffle_buffer", "64", "--report_to", "none", "--config_overrides",
+            "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64", *extra]
+    return _script("finetune").main(argv)
+
+
+def _check_published(repo, *, pipeline_tag: str) -> dict[str, bytes]:
+    """One commit holding a complete, loadable repository with our validated card; returns its files."""
+    history = repo.history("main")
+    assert len(history) == 2, [c.message for c in history]  # the push + the repo's initial commit
+    files = history[0].files
+    config = json.loads(files["config.json"])
+    for auto, reference in config["auto_map"].items():
+        assert reference.rpartition(".")[0] + ".py" in files, auto
+    assert {"model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
+    readme = files["README.md"].decode()
+    validate_card(readme)
+    card = huggingface_hub.ModelCard(readme)
+    assert "hf-vision" in card.data.tags and card.data.pipeline_tag == pipeline_tag
+    assert "generated_from_trainer" not in card.data.tags
+    assert huggingface_hub.metadata_load  # the same parser the Hub client uses for front matter
+    assert yaml.safe_load(readme.split("---")[1])["library_name"] == "transformers"
+    return files
+
+
+def test_every_entry_point_publishes_a_complete_repo_in_one_commit(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # how the scripts' credentials arrive
+    model = _tiny_classifier()
+    torch.manual_seed(0)
+    mae = hf_vision.MAEForPreTraining(tiny_mae()).eval()
+    model.push_to_hub("org/ep-method")                                        # PreTrainedModel.push_to_hub
+    model.save_pretrained(tmp_path / "saved", push_to_hub=True, repo_id="org/ep-save")  # save_pretrained(push)
+    push_to_hub(model, "org/ep-lib")                                           # hf_vision.push_to_hub
+    mae.push_to_hub("org/ep-mae")
+    script = _script("push_to_hub")                                            # scripts/push_to_hub.py
+    script.main(script.parse_args([str(tmp_path / "saved"), "org/ep-script"]))
+    finetune_out = tmp_path / "finetune"                                       # Trainer.push_to_hub via the script
+    metrics = _finetune(finetune_out, "--push_to_hub", "--hub_model_id", "org/ep-finetune")
+    pretrain_out = tmp_path / "pretrain"                                       # scripts/pretrain_mae.py
+    _script("pretrain_mae").main(["--output_dir", str(pretrain_out), "--max_steps", "1", "--report_to", "none",
+                                  "--config_overrides", "patch_size=8,hidden_size=32,num_hidden_layers=1,"
+                                  "num_attention_heads=2,intermediate_size=64,decoder_hidden_size=32,"
+                                  "decoder_num_hidden_layers=1,decoder_num_attention_heads=2,decoder_intermediate_size=64",
+                                  "--per_device_batch_size", "16", "--shuffle_buffer", "64",
+                                  "--num_reconstructions", "2", "--push_to_hub", "--hub_model_id", "org/ep-pretrain"])
+
+    same = {}
+    for name in ("ep-method", "ep-save", "ep-lib", "ep-script"):
+        files = _check_published(hub.repos[f"org/{name}"], pipeline_tag="image-classification")
+        same[name] = {k: v for k, v in files.items() if k != "README.md"}
+        card = files["README.md"].decode().replace(f"org/{name}", "REPO").replace(name, "REPO")
+        same[name]["README.md"] = card.encode()
+    assert all(same[name] == same["ep-method"] for name in same), "the four paths published different repositories"
+    _check_published(hub.repos["org/ep-mae"], pipeline_tag="image-feature-extraction")
+
+    # the fine-tuning run: pushed after evaluation, with its results files and our card
+    files = _check_published(hub.repos["org/ep-finetune"], pipeline_tag="image-classification")
+    assert {"all_results.json", "eval_results.json", "run_args.json"} <= set(files)
+    assert not any(name in files for name in ("training_args.bin", "trainer_state.json", "optimizer.pt"))
+    pushed_results = json.loads(files["all_results.json"])
+    assert pushed_results["eval_top1_accuracy"] == metrics["eval_top1_accuracy"]
+    card = huggingface_hub.ModelCard(files["README.md"].decode())
+    assert card.data.eval_results is None and card.data.datasets is None  # local data: no Hub dataset id
+    assert "sklearn.datasets.load_digits" in card.text and "train_loss" in card.text
+    assert f"| top1_accuracy | {metrics['eval_top1_accuracy']:.6g} |" in card.text
+    files = _check_published(hub.repos["org/ep-pretrain"], pipeline_tag="image-feature-extraction")
+    assert {"all_results.json", "reconstructions.png"} <= set(files)
+    assert huggingface_hub.ModelCard(files["README.md"].decode()).data.eval_results is None  # train loss only
+
+    # a stranger without hf_vision loads each by repo id and gets the same outputs; the cards' snippets run
+    pixels = _pixels()
+    noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(5))
+    torch.save({"pixels": pixels, "noise": noise}, tmp_path / "inputs.pt")
+    snippets = {name: _card_snippet(hub.repos[f"org/{name}"].resolve("main").files["README.md"].decode())
+                for name in ("ep-method", "ep-mae", "ep-finetune")}
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    out = _run_python(f"""
+        import contextlib, io, json, torch
+        from transformers import AutoModel, AutoModelForImageClassification, AutoModelForPreTraining
+        inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
+        x, noise = inputs["pixels"], inputs["noise"]
+        out = {{}}
+        with torch.no_grad():
+            for name in ("ep-method", "ep-save", "ep-lib", "ep-script", "ep-finetune"):
+                model = AutoModelForImageClassification.from_pretrained("org/" + name, trust_remote_code=True)
+                out[name] = model.eval()(x).logits.tolist()
+                out[name + ":module"] = type(model).__module__
+                if name == "ep-method":  # re-published from remote code, without hf_vision: still one commit
+                    model.push_to_hub("org/ep-stranger", token={TOKEN!r})
+            out["ep-mae"] = AutoModel.from_pretrained("org/ep-mae", trust_remote_code=True).eval()(x).last_hidden_state.tolist()
+            pretrain = AutoModelForPreTraining.from_pretrained("org/ep-pretrain", trust_remote_code=True).eval()
+            out["ep-pretrain"] = pretrain(x, noise=noise).logits.tolist()
+        for name, snippet in {snippets!r}.items():
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(snippet, {{}})
+            out[name + ":snippet"] = printed.getvalue()
+        print(json.dumps(out))
+    """, cwd=workdir, env=_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0"),
+        isolated=True)
+    finetuned = hf_vision.from_pretrained(finetune_out).eval()
+    pretrained = hf_vision.from_pretrained(pretrain_out).eval()
+    with torch.no_grad():
+        expected = {"ep-method": model(pixels).logits, "ep-finetune": finetuned(pixels).logits,
+                    "ep-mae": mae.vit(pixels).last_hidden_state, "ep-pretrain": pretrained(pixels, noise=noise).logits}
+    for name in ("ep-save", "ep-lib", "ep-script"):
+        expected[name] = expected["ep-method"]
+    for name, value in expected.items():
+        torch.testing.assert_close(torch.tensor(out[name]), value, atol=1e-5, rtol=1e-5, msg=name)
+    assert all(out[f"{n}:module"].startswith("transformers_modules") for n in ("ep-method", "ep-finetune"))
+    assert out["ep-method:snippet"].startswith("{'label': ") and "'score': " in out["ep-method:snippet"]
+    assert out["ep-finetune:snippet"].startswith("{'label': ")
+    assert out["ep-mae:snippet"].split() == ["17", "32"]  # class token + 16 patches, width 32
+    stranger = hub.repos["org/ep-stranger"].history("main")
+    assert len(stranger) == 2 and set(same["ep-method"]) <= set(stranger[0].files)  # complete, one commit
+
+
+def test_trainer_generic_card_is_replaced_and_leftovers_stay_home(hub, tmp_path):
+    """A folder holding the Trainer's generic card gets ours on upload; ours is kept as it is."""
+    _tiny_classifier().save_pretrained(tmp_path)
+    (tmp_path / "README.md").write_text("---\ntags:\n- generated_from_trainer\n---\n# model\n")
+    push_folder(tmp_path, "org/generic", token=TOKEN)
+    card = huggingface_hub.ModelCard(hub.repos["org/generic"].resolve("main").files["README.md"].decode())
+    assert "hf-vision" in card.data.tags and "generated_from_trainer" not in card.data.tags
+
+
+def test_pipeline_accuracy_on_the_saved_model_equals_finetune_eval_accuracy(tmp_path):
+    """The saved image processor repeats the evaluation transform (resize by 1/crop_pct, centre crop, mean/std)."""
+    import io as _io
+
+    from PIL import Image
+    from transformers import pipeline
+
+    from hf_vision.data.sources import load_image_source
+
+    out = tmp_path / "run"
+    metrics = _finetune(out, "--eval_crop_pct", "0.8")
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    assert processor["crop_size"] == {"height": 32, "width": 32} and processor["size"] == {"shortest_edge": 40}
+    source = load_image_source("digits", "test")
+    examples = list(source.dataset.take(64))
+    images = [Image.open(_io.BytesIO(e[source.image_column]["bytes"])) for e in examples]
+    labels = [e[source.label_column] for e in examples]
+    classify = pipeline("image-classification", model=str(out))
+    predictions = [p[0]["label"] for p in classify(images, top_k=1)]
+    names = source.class_names
+    accuracy = sum(pred == names[label] for pred, label in zip(predictions, labels)) / len(labels)
+    assert accuracy == metrics["eval_top1_accuracy"]
+
+
+def test_processor_carries_crop_interpolation_and_normalisation(tmp_path):
+    model = _tiny_classifier(image_mean=(0.1, 0.2, 0.3), image_std=(0.4, 0.5, 0.6))
+    model.config.crop_pct, model.config.interpolation = 0.9, "bilinear"
+    model.save_pretrained(tmp_path)
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(processor).__name__ == "BitImageProcessor" and processor.do_center_crop
+    assert processor.resample == 2 and list(processor.image_mean) == [0.1, 0.2, 0.3]
+    from hf_vision.data.transforms import PreprocessSpec
+
+    spec = PreprocessSpec.from_processor(processor)
+    assert spec.size == (32, 32) and spec.resample == 2 and math.floor(32 / spec.crop_pct + 1e-6) == 35
+    model.config.interpolation = "lanczos"
+    with pytest.raises(ValueError, match="interpolation"):
+        model.image_processor()
+
+
+def test_mae_feature_extraction_is_deterministic_whole_image_in_image_order(tmp_path):
+    from PIL import Image
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    hf_vision.MAEForPreTraining(tiny_mae()).save_pretrained(tmp_path)
+    encoder = transformers.AutoModel.from_pretrained(tmp_path).eval()
+    assert type(encoder) is hf_vision.MAEModel
+    extract = pipeline("image-feature-extraction", model=str(tmp_path))
+    image = Image.fromarray(torch.randint(0, 256, (40, 40, 3), generator=torch.Generator().manual_seed(1),
+                                          dtype=torch.uint8).numpy())
+    first, second = torch.tensor(extract(image)), torch.tensor(extract(image))
+    assert torch.equal(first, second) and first.shape == (1, 17, 32)  # class token + all 16 patches
+    # a manual forward that keeps every patch: noise ranking the patches in image order, nothing removed
+    pixels = extract.image_processor(image, return_tensors="pt")["pixel_values"]
+    order = torch.arange(16, dtype=torch.float32).expand(1, -1)
+    unmasked = hf_vision.MAEModel(tiny_mae(mask_ratio=0.0)).eval()
+    unmasked.load_state_dict(encoder.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(first, unmasked(pixels, order).last_hidden_state, atol=1e-5, rtol=1e-5)
+        # pre-training still masks by default, in evaluation mode too; training-mode encoding masks
+        pretraining = hf_vision.MAEForPreTraining.from_pretrained(tmp_path).eval()
+        assert pretraining(pixels).mask.sum() == 12
+        assert encoder.train()(pixels).last_hidden_state.shape[1] == 5
+
+
+def test_card_vocabulary_agrees_with_the_libraries():
+    """The pipeline tags our cards emit are Hub vision pipeline tags and transformers pipeline tasks
+    (huggingface_hub ships no list of pipeline tags to compare with); the transformers floor is the declared one."""
+    from importlib import metadata
+
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    from hf_vision.model_card import CARD_TASKS, HUB_VISION_PIPELINES, min_transformers_version
+
+    assert set(CARD_TASKS) <= HUB_VISION_PIPELINES and set(CARD_TASKS) <= set(SUPPORTED_TASKS)
+    declared = [r for r in metadata.requires("hf-vision") if r.startswith("transformers")]
+    assert declared and f">={min_transformers_version()}" in declared[0]
+    card = card_for_model(_tiny_classifier(), repo_id="org/x")
+    assert f"transformers>={min_transformers_version()}" in card.text
+
+
+def test_converted_models_carry_the_source_preprocessing(tmp_path):
+    """timm's pretrained_cfg and a transformers checkpoint's processor reach our saved processor."""
+    source = _tiny_timm_vit()
+    source.pretrained_cfg = {**source.pretrained_cfg, "crop_pct": 0.9, "interpolation": "bilinear",
+                             "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    convert.from_timm(source).save_pretrained(tmp_path / "from-timm")
+    processor = json.loads((tmp_path / "from-timm" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"shortest_edge": 35} and processor["crop_size"] == {"height": 32, "width": 32}
+    assert processor["resample"] == 2 and processor["image_mean"] == [0.1, 0.2, 0.3]
+    assert processor["image_std"] == [0.4, 0.5, 0.6] and processor["do_center_crop"]
+
+    # transformers' ViT processor resizes straight to the model size (bilinear, mean/std 0.5): so does ours
+    source = transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=5)).eval()
+    source.save_pretrained(tmp_path / "hf-vit")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "hf-vit")
+    hf_vision.from_pretrained(str(tmp_path / "hf-vit")).save_pretrained(tmp_path / "from-hf")
+    theirs = transformers.AutoImageProcessor.from_pretrained(tmp_path / "hf-vit")
+    ours = transformers.AutoImageProcessor.from_pretrained(tmp_path / "from-hf")
+    from PIL import Image
+
+    image = Image.fromarray(torch.randint(0, 256, (40, 56, 3), generator=torch.Generator().manual_seed(2),
+                                          dtype=torch.uint8).numpy())
+    torch.testing.assert_close(ours(image, return_tensors="pt")["pixel_values"],
+                               theirs(image, return_tensors="pt")["pixel_values"], atol=1e-6, rtol=0)

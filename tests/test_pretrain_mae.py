@@ -90,20 +90,22 @@ def test_bf16_gradient_accumulation_and_clipping(tmp_path):
     assert (out / "model.safetensors").exists()
 
 
-def test_push_to_hub_hands_the_final_model_to_hf_vision_hub(tmp_path, monkeypatch):
+def test_push_to_hub_hands_the_finished_folder_to_hf_vision_hub(tmp_path, monkeypatch):
     import hf_vision.hub
 
     pushed = {}
 
-    def fake_push(model, repo_id, **kwargs):
-        pushed.update(model=model, repo_id=repo_id, **kwargs)
+    def fake_push(folder, repo_id, **kwargs):  # what the folder holds when the push happens (after the run)
+        pushed.update(repo_id=repo_id, files=sorted(p.name for p in Path(folder).iterdir()),
+                      card=(Path(folder) / "README.md").read_text(), **kwargs)
 
-    monkeypatch.setattr(hf_vision.hub, "push_to_hub", fake_push)
+    monkeypatch.setattr(hf_vision.hub, "push_folder", fake_push)
     _script().main(["--output_dir", str(tmp_path / "run"), "--max_steps", "1", *BASE, "--push_to_hub",
                     "--hub_model_id", "me/tiny-mae"])
-    assert pushed["repo_id"] == "me/tiny-mae" and type(pushed["model"]) is hf_vision.MAEForPreTraining
-    assert pushed["card_kwargs"]["datasets"] == ["sklearn-digits"]
-    assert pushed["card_kwargs"]["training_args"]["max_steps"] == 1
+    assert pushed["repo_id"] == "me/tiny-mae"
+    assert {"model.safetensors", "all_results.json", "run_args.json", "README.md", "preprocessor_config.json",
+            "modeling_mae.py"} <= set(pushed["files"])
+    assert "sklearn.datasets.load_digits" in pushed["card"] and "datasets:" not in pushed["card"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -108,7 +108,8 @@ def test_skipped_block_has_a_true_reason(block):
     assert block.kind in KINDS, f"{block.id}: readme-test kind {block.kind!r} is not one of {KINDS}"
     assert len(block.reason) > 10, f"{block.id}: say why the block is not run"
     if block.kind == "network":
-        remote = re.search(r"pretrained=True|from_pretrained\(\"[\w.-]+/[\w.-]+\"|push_to_hub|\.npz|\.pth", block.code)
+        remote = re.search(r"pretrained=True|(from_pretrained\(|model=)\"[\w.-]+/[\w.-]+\"|push_to_hub|\.npz|\.pth",
+                           block.code)
         assert remote, f"{block.id} is marked network but fetches nothing"
     elif block.kind == "ci":
         ci = (ROOT / ".ci" / "run").read_text()
@@ -125,7 +126,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text()
     pattern = re.search(r"grep -E '([^']+)' README\.md", ci).group(1)
     matches = [line for line in README.read_text().splitlines() if re.search(pattern, line)]
-    assert matches == ['pip install torch==2.14.1 torchvision==0.29.1 -e ".[test]" && python -m pytest -q']
+    assert matches == ['pip install torch==2.14.1 torchvision==0.29.1 -e ".[test]" && python -m pytest -q -n 2']
     assert "exit code 5" in ci and "venv" in ci
 
 

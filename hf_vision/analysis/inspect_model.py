@@ -187,7 +187,9 @@ def preprocess(model: nn.Module, images: list[np.ndarray]) -> tuple[torch.Tensor
     processor = model.image_processor()
     height, width = _pair(model.config.image_size)
     cropped = [centre_crop_to_aspect(np.asarray(img), height / width) for img in images]
-    pixel_values = processor(images=cropped, return_tensors="pt")["pixel_values"]
+    # the whole aspect-cropped image at the model size (not the evaluation crop the processor applies by default)
+    pixel_values = processor(images=cropped, size={"height": height, "width": width}, do_center_crop=False,
+                             return_tensors="pt")["pixel_values"]
     mean, std = image_mean_std(model)
     # (B, 3, h, w) -> (B, h, w, 3)
     display = pixel_values.permute(0, 2, 3, 1).numpy() * std + mean

@@ -28,21 +28,27 @@ KeySource = str | tuple[str, int, int] | None
 
 
 def from_timm(model: nn.Module) -> nn.Module:
-    """Our model with the same weights and matching config as a timm model."""
+    """Our model with the same weights and matching config as a timm model, including timm's evaluation
+    preprocessing (mean, std, crop_pct, interpolation, crop mode) for the saved image processor."""
+    from .preprocessing import apply_preprocessing, timm_preprocessing
+
     for accepts, convert in TIMM_CONVERTERS:
         if accepts(model):
-            return convert(model)
+            return apply_preprocessing(convert(model), timm_preprocessing(model))
     raise ValueError(f"no converter for timm model {type(model).__name__}")
 
 
-def from_transformers(model: nn.Module) -> nn.Module:
-    """Our model with the same weights and matching config as a transformers model."""
+def from_transformers(model: nn.Module, *, preprocessor: dict[str, Any] | None = None) -> nn.Module:
+    """Our model with the same weights and matching config as a transformers model; `preprocessor` (the source's
+    preprocessor_config.json as a dict) carries its mean, std, resize and crop over to our processor."""
+    from .preprocessing import apply_preprocessing, transformers_preprocessing
+
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in TRANSFORMERS_CONVERTERS:
         raise ValueError(
             f"no converter for transformers model_type={model_type!r}; supported: {', '.join(sorted(TRANSFORMERS_CONVERTERS))}"
         )
-    return TRANSFORMERS_CONVERTERS[model_type](model)
+    return apply_preprocessing(TRANSFORMERS_CONVERTERS[model_type](model), transformers_preprocessing(preprocessor))
 
 
 def _dispatch(registry: dict[type, Callable[..., nn.Module]], model: nn.Module, library: str, **kwargs: Any):
@@ -101,7 +107,8 @@ def assemble(
 
 def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
     """Put our preprocessing into a timm model's `pretrained_cfg` (what timm's data config and Hub config read):
-    input size, mean/std, and our evaluation transform's resize-and-crop (bicubic, crop_pct). The architecture's
+    input size, mean/std, and the model's evaluation resize-and-crop (its config's interpolation, crop_pct and
+    crop_mode, as its image processor; default bicubic, 0.875, center). The architecture's
     structural entries stay; those describing timm's released weights (hub id, tag, license, ...) go."""
     from ..data.transforms import PreprocessSpec
 
@@ -111,8 +118,9 @@ def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
     target.pretrained_cfg = {
         **{k: v for k, v in target.pretrained_cfg.items() if k in structural},
         "input_size": (config.num_channels, height, width), "mean": tuple(config.image_mean),
-        "std": tuple(config.image_std), "interpolation": "bicubic", "crop_pct": PreprocessSpec.crop_pct,
-        "crop_mode": "center", "num_classes": target.num_classes,
+        "std": tuple(config.image_std), "interpolation": getattr(config, "interpolation", None) or "bicubic",
+        "crop_pct": getattr(config, "crop_pct", None) or PreprocessSpec.crop_pct,
+        "crop_mode": getattr(config, "crop_mode", None) or "center", "num_classes": target.num_classes,
     }
 
 

@@ -26,6 +26,8 @@ from torchvision.transforms.v2 import functional as TF
 from .decode import load_uint8
 
 BICUBIC = v2.InterpolationMode.BICUBIC
+# PIL resample codes (what image processors store) -> torchvision modes, for the evaluation resize
+RESAMPLE_MODES = {0: v2.InterpolationMode.NEAREST, 2: v2.InterpolationMode.BILINEAR, 3: BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,43 @@ class PreprocessSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pct: float = 0.875
+    resample: int = 3  # PIL code of the evaluation resize (3 bicubic, 2 bilinear, 0 nearest)
+    squash: bool = False  # resize straight to `size` (no aspect ratio, no crop), as a processor without a crop
 
     @classmethod
-    def from_processor(cls, processor: Any, *, crop_pct: float = 0.875) -> "PreprocessSpec":
-        """From an image processor (`model.image_processor()`, `AutoImageProcessor.from_pretrained`)."""
-        size = processor.size
-        size = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
-        return cls(tuple(size), tuple(processor.image_mean), tuple(processor.image_std), crop_pct)
+    def from_processor(cls, processor: Any, *, crop_pct: float | None = None) -> "PreprocessSpec":
+        """From an image processor (`model.image_processor()`, `AutoImageProcessor.from_pretrained`). A centre-
+        cropping processor gives the crop size and its crop fraction (crop / resized size) unless `crop_pct` is set."""
+        resize = _as_dict(processor.size)
+        if getattr(processor, "do_center_crop", False):
+            crop = _as_dict(processor.crop_size)
+            size = (crop["height"], crop["width"])
+            resized = resize.get("shortest_edge") or resize.get("height")
+            crop_pct = crop_pct if crop_pct is not None else size[0] / resized
+        else:  # resized straight to the size: crop_pct 1 and no aspect ratio kept
+            size = (resize["height"], resize["width"]) if resize.get("height") else (resize["shortest_edge"],) * 2
+            crop_pct = 1.0
+        resample = int(getattr(processor, "resample", 3) if getattr(processor, "resample", None) is not None else 3)
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"processor resample={resample} is not one of {sorted(RESAMPLE_MODES)} (PIL codes)")
+        squash = not getattr(processor, "do_center_crop", False) and "height" in resize
+        return cls(tuple(size), tuple(processor.image_mean), tuple(processor.image_std),
+                   0.875 if crop_pct is None else crop_pct, resample, squash)
 
     @classmethod
-    def from_model(cls, model: Any, *, crop_pct: float = 0.875) -> "PreprocessSpec":
+    def from_model(cls, model: Any, *, crop_pct: float | None = None) -> "PreprocessSpec":
+        """From the model's own image processor (crop fraction and interpolation included)."""
+        if crop_pct is None and getattr(model.config, "crop_mode", None) != "squash":
+            crop_pct = getattr(model.config, "crop_pct", None)
         return cls.from_processor(model.image_processor(), crop_pct=crop_pct)
+
+
+def _as_dict(size: Any) -> dict[str, int]:
+    """A processor's size (a dict or transformers' SizeDict) as a plain dict of its set fields."""
+    if isinstance(size, dict):
+        return {k: v for k, v in size.items() if v is not None}
+    return {k: getattr(size, k) for k in ("height", "width", "shortest_edge", "longest_edge")
+            if getattr(size, k, None) is not None}
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
@@ -132,23 +160,32 @@ class RandomResizedCropDecode:
 class ResizeCenterCropDecode:
     """Lazily opened PIL image -> uint8 (3, H, W): resize to size / crop_pct, then center crop (evaluation)."""
 
-    def __init__(self, size: tuple[int, int], *, crop_pct: float = 0.875, reduced_decode: bool = True) -> None:
+    def __init__(self, size: tuple[int, int], *, crop_pct: float = 0.875, resample: int = 3, squash: bool = False,
+                 reduced_decode: bool = True) -> None:
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct={crop_pct} must be in (0, 1]")
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"resample={resample} is not one of {sorted(RESAMPLE_MODES)} (PIL codes)")
         self.size = tuple(size)
-        self.resize_to = tuple(math.floor(s / crop_pct) for s in self.size)
+        # floor(size / crop_pct), as the saved processor; the epsilon absorbs a crop_pct recovered as a ratio
+        self.resize_to = tuple(math.floor(s / crop_pct + 1e-6) for s in self.size)
+        self.interpolation = RESAMPLE_MODES[resample]
+        self.squash = squash
         self.reduced_decode = reduced_decode
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         w, h = image.size
-        if self.size[0] == self.size[1]:  # square output: shorter side -> resize_to, keeping the aspect ratio
+        if self.squash:
+            target = self.size
+        elif self.size[0] == self.size[1]:  # square output: shorter side -> resize_to, keeping the aspect ratio
             short = self.resize_to[0]
-            target = (max(short, round(h * short / w)), short) if w <= h else (short, max(short, round(w * short / h)))
+            # the longer side truncated, as transformers' image processors compute it (so they agree exactly)
+            target = (int(h * short / w), short) if w <= h else (short, int(w * short / h))
         else:
             target = self.resize_to  # (height, width)
         min_size = (target[1], target[0]) if self.reduced_decode else None
         pixels, _ = load_uint8(image, min_size=min_size)
-        pixels = TF.resize(pixels, list(target), interpolation=BICUBIC, antialias=True)
+        pixels = TF.resize(pixels, list(target), interpolation=self.interpolation, antialias=True)
         return TF.center_crop(pixels, list(self.size))
 
 
@@ -167,7 +204,8 @@ def finetune_transform(spec: PreprocessSpec, *, scale: tuple[float, float] = (0.
 
 
 def eval_transform(spec: PreprocessSpec, *, reduced_decode: bool = True) -> ResizeCenterCropDecode:
-    return ResizeCenterCropDecode(spec.size, crop_pct=spec.crop_pct, reduced_decode=reduced_decode)
+    return ResizeCenterCropDecode(spec.size, crop_pct=spec.crop_pct, resample=spec.resample, squash=spec.squash,
+                                  reduced_decode=reduced_decode)
 
 
 class Collate:

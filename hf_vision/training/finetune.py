@@ -395,6 +395,24 @@ class ImageClassificationTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None,
+                    **card_kwargs: Any):
+        """Trainer's push, through hf_vision's one publishing path: the saved model, the run's results files
+        and our card (not the Trainer's generic one) in one commit to `hub_model_id` (default: the output
+        folder's name). card_kwargs: model card fields (datasets, local_data, eval_split, base_model, ...)."""
+        from ..hub import push_folder
+
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        return push_folder(
+            self.args.output_dir, self.args.hub_model_id or Path(self.args.output_dir).resolve().name,
+            private=private if private is not None else (self.args.hub_private_repo or None),
+            revision=revision or self.args.hub_revision, commit_message=commit_message,
+            token=token or self.args.hub_token, card_kwargs=card_kwargs or None,
+        )
+
 
 def _metric_fn(num_classes: int):
     """Top-1, and top-5 only when 5 < number of classes (otherwise it is 1.0 by construction)."""
@@ -478,7 +496,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
         optimize_for_cpu(model)
     trainable = configure_trainable(model, linear_probe=model_args.linear_probe,
                                     train_last_blocks=model_args.train_last_blocks)
-    spec = PreprocessSpec.from_model(model, crop_pct=data_args.eval_crop_pct)
+    model.config.crop_pct = data_args.eval_crop_pct  # the saved image processor repeats the evaluation transform
+    spec = PreprocessSpec.from_model(model)
     world = training_args.world_size
     effective_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world
     if model_args.base_learning_rate is not None:
@@ -526,6 +545,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
         [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=training_args.learning_rate,
         betas=(training_args.adam_beta1, training_args.adam_beta2), eps=training_args.adam_epsilon,
     )
+    # Publishing happens once, after evaluation (below): no pushes from the Trainer while training.
+    push_at_end, training_args.push_to_hub = training_args.push_to_hub, False
     # Rotation is CompleteCheckpoints' job, after the new checkpoint is complete (the Trainer's comes before).
     total_limit, training_args.save_total_limit = training_args.save_total_limit, None
     trainer = ImageClassificationTrainer(
@@ -565,6 +586,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, training_args
     if trainer.is_world_process_zero():
         _write_run_files(Path(training_args.output_dir), model_args, data_args, training_args, recipe, eval_split,
                          train_source.name)
+    if push_at_end:
+        trainer.push_to_hub(commit_message=f"Fine-tuned {type(model).__name__} (hf-vision)")
     return metrics
 
 
@@ -576,10 +599,10 @@ def _write_run_files(folder: Path, model_args, data_args, training_args, recipe,
                 "recipe": recipe}
     (folder / "run_args.json").write_text(json.dumps(run_args, indent=2, default=str) + "\n")
     try:
-        from ..model_card import card_for_folder
+        from ..model_card import card_for_folder, data_statement
 
-        datasets = [dataset_name if dataset_name not in ("digits", "embedded") else "sklearn-digits"]
-        card = card_for_folder(folder, datasets=datasets, eval_split=eval_split,
+        datasets, local_data = data_statement(dataset_name)
+        card = card_for_folder(folder, datasets=datasets, local_data=local_data, eval_split=eval_split,
                                base_model=model_args.model if model_args.model and "/" in model_args.model
                                and not Path(model_args.model).exists() else None)
         card.save(folder / "README.md")

@@ -437,17 +437,17 @@ def _finish(model, args: PretrainArguments, spec: PreprocessSpec, output_dir: Pa
     model.save_pretrained(output_dir)
     summary["reconstructions"] = str(save_reconstructions(model, args, spec, output_dir / "reconstructions.png"))
     (output_dir / "all_results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    datasets = ["sklearn-digits" if dataset_name in ("digits", "embedded") else dataset_name]
+    from ..model_card import data_statement
+
+    datasets, local_data = data_statement(dataset_name)
     try:
         from ..model_card import card_for_folder
 
-        card_for_folder(output_dir, datasets=datasets, metrics={"train_loss": summary["final_loss"]}).save(
-            output_dir / "README.md")
+        card_for_folder(output_dir, datasets=datasets, local_data=local_data,
+                        metrics={"train_loss": summary["final_loss"]}).save(output_dir / "README.md")
     except Exception as err:  # documentation only: never lose a finished run over it
         logger.warning("could not write the model card: %s", err)
-    if args.push_to_hub:
-        from ..hub import push_to_hub
+    if args.push_to_hub:  # the finished folder (checkpoint, results, reconstructions, card) in one commit
+        from ..hub import push_folder
 
-        repo_id = args.hub_model_id or output_dir.name
-        push_to_hub(model, repo_id, card_kwargs={"datasets": datasets,
-                                                 "training_args": json.loads((output_dir / "run_args.json").read_text())})
+        push_folder(output_dir, args.hub_model_id or output_dir.name)

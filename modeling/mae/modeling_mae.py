@@ -342,7 +342,9 @@ class MAEModel(MAEPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
     ) -> MAEModelOutput | tuple:
-        """noise (B, L) in [0, 1): patches with the lowest noise stay visible (drawn uniformly when None)."""
+        """noise (B, L) in [0, 1): patches with the lowest noise stay visible. Without noise, training masks
+        at random (noise drawn uniformly), while evaluation encodes the whole image, every patch in image order:
+        deterministic features, which is what `AutoModel` / `pipeline("image-feature-extraction")` use."""
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         if pixel_values.shape[1] != self.config.num_channels:
@@ -353,7 +355,13 @@ class MAEModel(MAEPreTrainedModel):
         )
         patch = self.config.patch_size
         grid = (pixel_values.shape[2] // patch, pixel_values.shape[3] // patch)
-        scores, num_keep = self.mask_scores(pixel_values.shape[0], grid, pixel_values.device, noise)
+        if noise is None and not self.training:
+            # (L,) patch indices as scores -> (B, L): all kept, in image order
+            num_keep = grid[0] * grid[1]
+            scores = torch.arange(num_keep, device=pixel_values.device, dtype=torch.float32)
+            scores = scores.expand(pixel_values.shape[0], -1)
+        else:
+            scores, num_keep = self.mask_scores(pixel_values.shape[0], grid, pixel_values.device, noise)
         weight = self.embeddings.patch_embed.proj.weight
         x, mask, ids_restore = self.embeddings(pixel_values.to(weight.dtype), scores, num_keep,
                                                interpolate_pos_encoding=interpolate_pos_encoding)
@@ -426,8 +434,13 @@ class MAEForPreTraining(MAEPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
     ) -> MAEForPreTrainingOutput | tuple:
-        """noise (B, L) in [0, 1): patches with the lowest noise stay visible (drawn uniformly when None).
-        The loss is always returned: the labels of pre-training are the input pixels."""
+        """noise (B, L) in [0, 1): patches with the lowest noise stay visible (drawn uniformly when None, in
+        training and evaluation alike: pre-training always masks). The loss is always returned: the labels of
+        pre-training are the input pixels."""
+        if noise is None and pixel_values is not None:
+            patch = self.config.patch_size
+            num_patches = (pixel_values.shape[2] // patch) * (pixel_values.shape[3] // patch)
+            noise = torch.rand(pixel_values.shape[0], num_patches, device=pixel_values.device)
         encoded = self.vit(
             pixel_values,
             noise,
