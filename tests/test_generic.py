@@ -206,6 +206,147 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
                                    msg=lambda m: f"{name}: {m}")
 
 
+# ------------------------------------------------------------------------------------------------ standard tools
+# Every model class must work with the tools users combine models with. Each tool runs on the first case of each
+# model class (PER_CLASS: tracing and export cost seconds per case), and
+# inductor (C++ compilation, slow on a small CPU) only on one class per family: the others compile with
+# `backend="aot_eager"`, the same fullgraph dynamo capture and autograd tracing without code generation.
+def _one_per(key) -> list[Case]:
+    seen, picked = set(), []
+    for case in CASES:
+        if key(case) not in seen:
+            seen.add(key(case))
+            picked.append(case)
+    return picked
+
+
+PER_CLASS = _one_per(lambda c: c.model_cls)
+INDUCTOR = {c.id for c in _one_per(lambda c: c.id.split("-")[0])}  # vit-model, hybrid-model, mae-model, swin-model
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    """The output's tensors in field order (a tuple field such as feature_maps counts per element)."""
+    flat = []
+    for value in output.values() if isinstance(output, dict) else output:
+        flat.extend(value if isinstance(value, (tuple, list)) else [value])
+    return [t for t in flat if isinstance(t, torch.Tensor)]
+
+
+def _assert_tensors_close(got: list[torch.Tensor], want: list[torch.Tensor], atol: float, rtol: float) -> None:
+    assert len(got) == len(want) and want
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype, f"output {i}: {g.dtype} != {w.dtype}"
+        torch.testing.assert_close(g, w, atol=atol, rtol=rtol, msg=lambda m: f"output {i}: {m}")
+
+
+def _traced_leftovers(model: torch.nn.Module) -> list[str]:
+    """Names of tensors held by the model (attributes, dicts, plain objects such as Swin's WindowCache) that are
+    not plain eager tensors: what a trace that stores on the module leaves behind."""
+    found = []
+
+    def visit(name: str, value, depth: int) -> None:
+        if isinstance(value, torch.Tensor):
+            if type(value) not in (torch.Tensor, torch.nn.Parameter):
+                found.append(f"{name}: {type(value).__name__}")
+        elif isinstance(value, dict) and depth < 3:
+            for k, v in value.items():
+                visit(f"{name}[{k!r}]", v, depth + 1)
+        elif isinstance(value, (list, tuple)) and depth < 3:
+            for i, v in enumerate(value):
+                visit(f"{name}[{i}]", v, depth + 1)
+        elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, type)) and depth < 3:
+            visit(name, vars(value), depth + 1)
+
+    for module_name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr not in ("_modules", "_parameters", "_buffers"):
+                visit(f"{module_name}.{attr}", value, 0)
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            visit(f"{module_name}.{buffer_name}", buffer, 0)
+    return found
+
+
+def _training_scalar(out, batch: int) -> torch.Tensor:
+    scalar = sum(t.float().pow(2).mean() for t in _batched_tensors(out, batch).values())
+    return scalar + out.loss if getattr(out, "loss", None) is not None else scalar
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_torch_compile_fullgraph_matches_eager(case):
+    import copy
+
+    torch.compiler.reset()
+    backend = "inductor" if case.id in INDUCTOR else "aot_eager"
+    # inductor fuses and reorders float sums; aot_eager runs the same kernels as eager
+    atol, rtol = (1e-5, 1e-4) if backend == "inductor" else (1e-6, 1e-6)
+    eager = _build(case).train()
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, fullgraph=True, backend=backend)
+    inputs = _inputs(case, eager.config, batch=2)
+    results = []
+    for run, model in ((eager, eager), (compiled, compiled_model)):
+        torch.manual_seed(1)  # same dropout / drop-path draws
+        out = run(**inputs)
+        _training_scalar(out, 2).backward()
+        results.append((_tensors(out), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (want, want_grads), (got, got_grads) = results
+    _assert_tensors_close([t.detach() for t in got], [t.detach() for t in want], atol, rtol)
+    assert got_grads.keys() == want_grads.keys() and want_grads
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+    eager.eval(), compiled_model.eval()
+    inputs = _inputs(case, eager.config, batch=3, seed=1)
+    inputs.pop("labels", None)
+    with torch.no_grad():
+        _assert_tensors_close(_tensors(compiled(**inputs)), _tensors(eager(**inputs)), atol, rtol)
+
+
+def _export_inputs(case: Case, config, batch: int, seed: int, size: tuple[int, int] | None = None):
+    inputs = _inputs(case, config, batch=batch, seed=seed)
+    inputs.pop("labels", None)
+    if size is not None:
+        inputs["pixel_values"] = torch.randn(batch, config.num_channels, *size,
+                                             generator=torch.Generator().manual_seed(seed))
+    return inputs
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_torch_export_static_and_dynamic(case):
+    """Static export, then dynamic in the batch (SwinModel also in height and width: multiples of 32 = patch 4 *
+    2**(stages-1) * window 2, from 64 up, where every stage has shifted windows); the programs match eager on new
+    shapes, and the eager model is unchanged afterwards. (Dynamic height/width costs ~20 s of tracing on this
+    CPU, so the two other Swin classes, which run the same stages, export dynamic in the batch only.)"""
+    model = _build(case).eval()
+    inputs = _export_inputs(case, model.config, 2, 0)
+    with torch.no_grad():
+        before = _tensors(model(**inputs))
+
+    program = torch.export.export(model, (), kwargs=inputs)
+    _assert_tensors_close(_tensors(program.module()(**inputs)), before, 1e-5, 1e-5)
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    dynamic = {name: {0: batch} for name in inputs}
+    sizes = [None]
+    if case.id == "swin-model":
+        dynamic["pixel_values"].update({2: 32 * torch.export.Dim("h", min=2, max=8),
+                                        3: 32 * torch.export.Dim("w", min=2, max=8)})
+        inputs = _export_inputs(case, model.config, 2, 0, size=(64, 96))
+        sizes = [(64, 64), (128, 96)]
+    program = torch.export.export(model, (), kwargs=inputs, dynamic_shapes=dynamic)
+    for new_batch, size in zip((3, 5), sizes * 2):
+        new = _export_inputs(case, model.config, new_batch, 1, size=size)
+        with torch.no_grad():
+            want = _tensors(model(**new))
+        _assert_tensors_close(_tensors(program.module()(**new)), want, 1e-5, 1e-5)
+
+    assert not _traced_leftovers(model), _traced_leftovers(model)
+    with torch.no_grad():
+        after = _tensors(model(**_export_inputs(case, model.config, 2, 0)))
+    assert all(type(t) is torch.Tensor for t in after)
+    _assert_tensors_close(after, before, 0, 0)
+
+
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_optimize_for_cpu_changes_no_result_state_or_file(case, tmp_path):
     """The opt-in keeps outputs (no_grad, where residuals go in place) and gradients to 1e-5, the state dict
@@ -358,3 +499,173 @@ def test_returned_hidden_states_and_attentions_get_gradients(case):
     # gradient at all counts; a view made after use would have grad None
     missing = sorted(k for k, t in returned.items() if t.grad is None)
     assert not missing, missing
+
+
+def _plain_inputs(case: Case, config, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    inputs = _inputs(case, config, batch=batch, seed=seed)
+    inputs.pop("labels", None)
+    return inputs
+
+
+def _assert_relative_error_below(got: list[torch.Tensor], want: list[torch.Tensor], bound: float) -> None:
+    """Quantized outputs against fp32: every float output's error, relative to the output's norm, under `bound`;
+    non-float outputs (MAE's ids_restore) exactly equal."""
+    assert len(got) == len(want) and want
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"output {i}: {g.shape} != {w.shape}"
+        if not w.is_floating_point():
+            assert torch.equal(g, w), f"output {i}"
+            continue
+        err = ((g.float() - w).norm() / w.norm().clamp_min(1e-12)).item()
+        assert err < bound, f"output {i}: relative error {err:.4f} >= {bound}"
+
+
+# int8 error budget. Weights and activations at 8 bits carry ~0.4% relative rounding error each; through the tiny
+# models' few layers the outputs move by ~1-3%. A real fault (a Linear left fp32 is harmless, but a wrong scale,
+# a transposed or dropped weight, a lost bias, a wrong zero point) moves them by tens of percent or more.
+INT8_BOUND = 0.1
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_onnx_export_runs_in_onnxruntime(case, tmp_path):
+    """torch.onnx.export(dynamo=True) of the eval model (MAE with its masking noise as an input), run by
+    onnxruntime: every output equals eager to 1e-4."""
+    import onnxruntime
+
+    model = _build(case).eval()
+    inputs = _plain_inputs(case, model.config, 2)
+    with torch.no_grad():
+        want = _tensors(model(**inputs))
+        program = torch.onnx.export(model, (), kwargs=inputs, dynamo=True)
+    path = tmp_path / "model.onnx"
+    program.save(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert sorted(names) == sorted(inputs), names
+    got = session.run(None, {name: inputs[name].numpy() for name in names})
+    _assert_tensors_close([torch.from_numpy(g) for g in got], want, 1e-4, 1e-4)
+
+
+def _count_linears(model: torch.nn.Module) -> int:
+    return sum(type(m) is torch.nn.Linear for m in model.modules())
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_quantize_dynamic_replaces_every_linear(case):
+    """quantize_dynamic({nn.Linear}) replaces every nn.Linear with a dynamic int8 Linear and stays within the
+    int8 error budget. As the README says, it matches exact types: after optimize_for_cpu it finds nothing,
+    after the undo it finds every Linear again."""
+    import copy
+
+    from torch.ao.nn.quantized import dynamic as nnqd
+    from torch.ao.quantization import quantize_dynamic
+
+    from hf_vision import optimize_for_cpu
+
+    model = _build(case).eval()
+    linears = _count_linears(model)
+    assert linears
+    inputs = _plain_inputs(case, model.config, 2)
+    with torch.no_grad():
+        want = _tensors(model(**inputs))
+    quantized = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    assert sum(type(m) is nnqd.Linear for m in quantized.modules()) == linears
+    assert _count_linears(quantized) == 0
+    with torch.no_grad():
+        _assert_relative_error_below(_tensors(quantized(**inputs)), want, INT8_BOUND)
+
+    optimized = optimize_for_cpu(copy.deepcopy(model))
+    untouched = quantize_dynamic(optimized, {torch.nn.Linear}, dtype=torch.qint8)
+    assert not any(isinstance(m, nnqd.Linear) for m in untouched.modules())
+    restored = quantize_dynamic(optimize_for_cpu(optimized, enable=False), {torch.nn.Linear}, dtype=torch.qint8)
+    assert sum(type(m) is nnqd.Linear for m in restored.modules()) == linears
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_torchao_int8_at_batch_32(case):
+    """torchao's int8 weight-only and dynamic-activation int8 quantize_ at batch 32 (the size where the old 1x1
+    convolution path raised NotImplementedError): every Linear's weight is quantized and outputs stay within the
+    int8 error budget; after optimize_for_cpu and its undo (the documented order) too."""
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    from hf_vision import optimize_for_cpu
+
+    model = _build(case).eval()
+    linears = _count_linears(model)
+    inputs = _plain_inputs(case, model.config, 32)
+    with torch.no_grad():
+        want = _tensors(model(**inputs))
+    for config in (Int8WeightOnlyConfig(), Int8DynamicActivationInt8WeightConfig()):
+        quantized = copy.deepcopy(model)
+        quantize_(quantized, config)
+        weights = [m.weight for m in quantized.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(weights) == linears
+        assert all(type(w) not in (torch.Tensor, torch.nn.Parameter) for w in weights), type(config).__name__
+        with torch.no_grad():
+            _assert_relative_error_below(_tensors(quantized(**inputs)), want, INT8_BOUND)
+
+    # The README's order: quantize the plain model. torchao's default filter also takes optimize_for_cpu's oneDNN
+    # Linear (an nn.Linear subclass) and swaps its weight, which that module's oneDNN path cannot run on
+    # (NotImplementedError where it takes that path, e.g. vit-cls at batch 32); undone first, it quantizes fine.
+    optimized = optimize_for_cpu(copy.deepcopy(model))
+    quantized = optimize_for_cpu(optimized, enable=False)
+    quantize_(quantized, Int8WeightOnlyConfig())
+    with torch.no_grad():
+        _assert_relative_error_below(_tensors(quantized(**inputs)), want, INT8_BOUND)
+
+
+@pytest.mark.parametrize("case", PER_CLASS, ids=[c.id for c in PER_CLASS])
+def test_peft_lora_train_save_reload_merge(case, tmp_path):
+    """PEFT LoRA on every attention projection (plus modules_to_save=["classifier"] for classifiers): only LoRA
+    and classifier weights train, 3 SGD steps change the loss, the saved adapter reloads onto a fresh base with
+    equal outputs, merge_and_unload gives plain nn.Linear modules with equal outputs, and the merged model's
+    save_pretrained reloads through our from_pretrained unchanged."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = _build(case)
+    classifier = hasattr(base, "classifier")
+    targets = [n for n, _ in base.named_modules() if n.endswith((".attn.qkv", ".attn.proj"))]
+    assert targets
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=r".*\.attn\.(qkv|proj)",
+                        modules_to_save=["classifier"] if classifier else None)
+    model = get_peft_model(base, config)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all("lora_" in n or (classifier and ".classifier.modules_to_save." in n) for n in trainable), trainable
+    assert sum(".lora_A." in n for n in trainable) == len(targets)
+    assert not classifier or any(".classifier.modules_to_save." in n for n in trainable)
+
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    inputs = _inputs(case, base.config, batch=2)
+    losses = []
+    for _ in range(3):
+        out = model(**inputs)  # only outputs on the graph: MAE's constant mask/ids_restore would swamp the change
+        loss = sum(t.float().pow(2).mean() for t in _batched_tensors(out, 2).values() if t.requires_grad)
+        loss = loss + out.loss if getattr(out, "loss", None) is not None else loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] != losses[0], losses
+
+    model.eval()
+    inputs = _plain_inputs(case, base.config, 2, seed=1)
+    with torch.no_grad():
+        want = _tensors(model(**inputs))
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(_build(case), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        _assert_tensors_close(_tensors(reloaded(**inputs)), want, 1e-6, 1e-6)
+
+    merged = reloaded.merge_and_unload()
+    assert all(type(merged.get_submodule(n)) is torch.nn.Linear for n in targets)
+    assert not any("lora" in n for n, _ in merged.named_modules())
+    with torch.no_grad():
+        merged_out = _tensors(merged(**inputs))
+    _assert_tensors_close(merged_out, want, 1e-5, 1e-5)
+    merged.save_pretrained(tmp_path / "merged")
+    loaded = case.model_cls.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        _assert_tensors_close(_tensors(loaded(**inputs)), merged_out, 0, 0)

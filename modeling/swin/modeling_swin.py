@@ -126,6 +126,10 @@ class WindowCache:
 
     A plain object, not a buffer: it is never saved, never moved by `.to()`, and rebuilt lazily for a new
     key instead of mutating any module. `builds` counts constructions (tests check reuse).
+
+    Only concrete eager results are kept. Under `torch.compile`, `torch.export` or ONNX export the tensors are
+    built inside the traced graph on every call and nothing is read from or written to the store: a traced
+    (fake/functional) tensor kept here would leak into later eager calls, and symbolic sizes cannot be keys.
     """
 
     def __init__(self, max_entries: int = 64) -> None:
@@ -159,12 +163,17 @@ class WindowCache:
         return both[0], both[1]
 
     def _get(self, key: tuple, build) -> torch.Tensor:
+        if torch.compiler.is_compiling() or any(isinstance(k, torch.SymInt) for k in key):
+            return build()  # traced: part of the graph, never stored (see the class docstring)
         value = self._store.get(key)
         if value is None:
+            with torch.inference_mode(False):  # built under inference_mode, still usable by a later training step
+                value = build()
+            if type(value) is not torch.Tensor:  # e.g. built under a user's FakeTensorMode: use once, keep nothing
+                return value
             if len(self._store) >= self.max_entries:
                 self._store.pop(next(iter(self._store)))
-            with torch.inference_mode(False):  # built under inference_mode, still usable by a later training step
-                value = self._store[key] = build()
+            self._store[key] = value
             self.builds += 1
         return value
 
@@ -228,7 +237,9 @@ class WindowAttention(Attention):
     Fused kernels (sdpa) need the bias at batch size, one copy per image. When the attention weights are
     materialised anyway (eager, `output_attentions`, or CPU training, where sdpa has no fused kernel for a
     bias that needs a gradient and runs the same math), `forward` broadcasts the per-window bias over the
-    batch instead, as the official code does, and skips that copy.
+    batch instead, as the official code does, and skips that copy. The same holds for an eval-mode forward with
+    gradients enabled (the table still needs one); there the fused path would also break `torch.onnx.export`
+    (dynamo), which records the kernel's output layout at trace time and decomposes sdpa to another layout.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, *, qkv_bias: bool = True,
@@ -271,8 +282,10 @@ class WindowAttention(Attention):
         """(B*nW, N, C) windows -> (B*nW, N, C), plus weights (B*nW, heads, N, N) when asked for."""
         bw, n, c = x.shape
         batch = bw * n // (plan.padded[0] * plan.padded[1])
+        table = self.relative_position_bias_table
         materialise = (output_attentions or attn_implementation == "eager"
-                       or (x.device.type == "cpu" and torch.is_grad_enabled() and self.training))
+                       or (x.device.type == "cpu" and torch.is_grad_enabled()
+                           and (self.training or (table is not None and table.requires_grad))))
         if not materialise:
             return super().forward(x, self.attn_bias(plan, batch), attn_implementation=attn_implementation)
         # (B*nW, N, 3*C) -> 3 x (B*nW, N, heads, head_dim) -> 3 x (B*nW, heads, N, head_dim); unbinding before the
@@ -316,7 +329,7 @@ class SwinBlock(GradientCheckpointingLayer):
              always_partition: bool = False) -> WindowPlan:
         window, shift = effective_window(height, width, self.window_size, self.shift_size,
                                          always_partition=always_partition)
-        padded = (math.ceil(height / window) * window, math.ceil(width / window) * window)
+        padded = (-(-height // window) * window, -(-width // window) * window)  # integer ceil: SymInt-safe
         index = cache.index(window, self.window_size, device) if self.attn.relative_position_bias_table is not None \
             else None
         mask = cache.mask(*padded, window, shift, device, dtype) if shift else None
