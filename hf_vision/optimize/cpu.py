@@ -2,7 +2,7 @@
 
 The models in `modeling/` are plain PyTorch (they travel to the Hub as remote code and must work with every
 tool). The CPU tricks live here and are applied to an instance by changing the class of some modules to a
-subclass that only overrides `forward`: parameters, buffers, hooks, the state dict and `save_pretrained`'s
+subclass that only overrides how it computes (`forward`, or `Block.residual`): parameters, buffers, hooks, the state dict and `save_pretrained`'s
 files are untouched, and `enable=False` changes the classes back. Modules that are not exactly the plain class
 (PEFT's LoRA layers, quantized or otherwise replaced Linears, user subclasses) are left alone.
 
@@ -35,23 +35,8 @@ def _in_place_residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
 class CPUBlock(Block):
     """`Block` with in-place residual adds under `torch.no_grad()`; same parameters and results."""
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_bias: torch.Tensor | None = None,
-        *,
-        attn_implementation: str = "sdpa",
-        output_attentions: bool = False,
-        num_queries: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y, weights = self.attn(
-            self.norm1(x), attn_bias, attn_implementation=attn_implementation, output_attentions=output_attentions,
-            num_queries=num_queries,
-        )
-        if num_queries is not None:
-            x = x[:, :num_queries]
-        x = _in_place_residual(x, self.drop_path(y))
-        return _in_place_residual(x, self.drop_path(self.mlp(self.norm2(x)))), weights
+    def residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return _in_place_residual(x, branch)
 
 
 # plain class -> its CPU subclass; a module is swapped only when its type is exactly the plain class

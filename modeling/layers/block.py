@@ -49,8 +49,12 @@ class Block(GradientCheckpointingLayer):
         )
         if num_queries is not None:
             x = x[:, :num_queries]
-        x = x + self.drop_path(y)
-        return x + self.drop_path(self.mlp(self.norm2(x))), weights
+        x = self.residual(x, self.drop_path(y))
+        return self.residual(x, self.drop_path(self.mlp(self.norm2(x)))), weights
+
+    def residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """x + branch: one place where a subclass may change how residuals are added (hf_vision's CPU opt-in)."""
+        return x + branch
 
 
 class Encoder(nn.Module):
