@@ -221,13 +221,11 @@ class BitViTForImageClassification(nn.Module):
 
 @register_suite("vit-base-r50-s16-224")
 def _hybrid_suite(config_overrides: dict[str, Any], references: set[str]):
-    import hf_vision
+    from hf_vision.modeling.hybrid.modeling_hybrid import HybridForImageClassification
 
-    if not hasattr(hf_vision, "HybridForImageClassification"):
-        raise ValueError("hf_vision.HybridForImageClassification does not exist yet; the hybrid suite needs it")
     config = get_config("vit-base-r50-s16-224", **config_overrides)
     contenders: dict[str, Contender | Unavailable] = {
-        "ours": Contender(hf_vision.HybridForImageClassification(config), "hf_classify")
+        "ours": Contender(HybridForImageClassification(config), "hf_classify")
     }
     if "timm" in references:
         import timm

@@ -31,7 +31,6 @@ refused (the learning-rate schedule spans the original one).
 """
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import math
@@ -57,6 +56,7 @@ from ..data import (
 )
 from ..optimize import optimize_for_cpu
 from ..hub import check_local_path, read_config
+from .checks import check_output_dir, check_same_max_steps, parse_overrides  # noqa: F401  (also imported from here)
 
 logger = logging.getLogger("hf_vision.training")
 
@@ -137,35 +137,6 @@ class DataArguments:
         "help": "Write into a non-empty --output_dir (its old checkpoints are removed); not needed to resume."})
 
 
-def parse_overrides(text: str | None) -> dict[str, Any]:
-    """'a=1,b=x,c=(1,2)' -> {"a": 1, "b": "x", "c": (1, 2)} (Python literals, else strings)."""
-    out: dict[str, Any] = {}
-    if not text:
-        return out
-    for part in _split_top_level(text):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"config_overrides entry {part!r} is not key=value")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _split_top_level(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for ch in text:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    return [p for p in parts + [current] if p.strip()]
-
-
 def vit_config_from_mae(mae_config: PretrainedConfig, **overrides: Any):
     """The ViT classifier config matching an MAE encoder (global pooling + fc_norm, as MAE fine-tunes)."""
     from hf_vision.modeling.vit.configuration_vit import ViTConfig
@@ -180,28 +151,30 @@ def vit_config_from_mae(mae_config: PretrainedConfig, **overrides: Any):
 
 def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dict[str, Any]):
     """A classification model with `labels` (num_labels, id2label, label2id); see the module docstring."""
-    import hf_vision
     from transformers import AutoModelForImageClassification
+
+    from ..hub import from_pretrained
+    from ..presets import PRESETS, get_config
 
     from hf_vision.modeling.mae.configuration_mae import MAEConfig
     from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification
 
     if name is None:
-        config = hf_vision.get_config("vit-base-patch16-224", **{**DEMO_VIT, **labels, **overrides})
+        config = get_config("vit-base-patch16-224", **{**DEMO_VIT, **labels, **overrides})
         return ViTForImageClassification(config)
-    if name in hf_vision.PRESETS:
-        config = hf_vision.get_config(name)
+    if name in PRESETS:
+        config = get_config(name)
         if isinstance(config, MAEConfig):
             config = vit_config_from_mae(config, **labels, **overrides)
         else:
-            config = hf_vision.get_config(name, **labels, **overrides)
+            config = get_config(name, **labels, **overrides)
         return AutoModelForImageClassification.from_config(config)
     saved = read_config(name)  # a mistyped path or an unreachable repo fails here, naming `name`
     if saved.get("model_type") == MAEConfig.model_type:  # an MAE pre-training run: its encoder, a new head
         config = vit_config_from_mae(MAEConfig.from_pretrained(name), **labels, **overrides)
         return ViTForImageClassification.from_pretrained(name, config=config)
-    return hf_vision.from_pretrained(name, auto_class="AutoModelForImageClassification",
-                                     ignore_mismatched_sizes=True, **labels, **overrides)
+    return from_pretrained(name, auto_class="AutoModelForImageClassification",
+                           ignore_mismatched_sizes=True, **labels, **overrides)
 
 
 def configure_trainable(model, *, linear_probe: bool, train_last_blocks: int | None) -> int:
@@ -332,24 +305,6 @@ def resolve_resume(spec: str | None, output_dir: str) -> str | None:
         raise FileNotFoundError(f"--resume_from_checkpoint {spec}: incomplete checkpoint (no {COMPLETE}; the run "
                                 "was interrupted while writing it); pass an older one or 'latest'")
     return spec
-
-
-def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool) -> None:
-    """A non-empty output folder is written into only when resuming or with --overwrite_output_dir."""
-    folder = Path(output_dir)
-    if resuming or overwrite or not folder.is_dir() or not any(folder.iterdir()):
-        return
-    raise FileExistsError(f"--output_dir {folder} is not empty: pass --overwrite_output_dir to write into it, "
-                          "--resume_from_checkpoint latest to continue the run there, or another --output_dir")
-
-
-def check_same_max_steps(saved: int | None, requested: int, checkpoint: str | Path) -> None:
-    """The learning-rate schedule spans the run's max_steps; resuming with another would bend it silently."""
-    if saved is not None and saved != requested:
-        raise ValueError(
-            f"--max_steps {requested}: {checkpoint} belongs to a run of max_steps={saved}, and its learning-rate "
-            f"schedule (warm-up and decay) spans those {saved} steps; resume with --max_steps {saved} (or the same "
-            "--num_train_epochs), or start a new run from its weights (--model <checkpoint folder>)")
 
 
 def restore_data_position(loader: StreamLoader, checkpoint: str, *, rank: int, world_size: int) -> None:

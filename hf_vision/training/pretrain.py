@@ -37,7 +37,7 @@ import torch
 from ..data import Collate, ImageStream, PreprocessSpec, StreamLoader, available_splits, eval_transform, \
     load_image_source, pretrain_transform
 from ..optimize import optimize_for_cpu
-from .finetune import check_output_dir, check_same_max_steps, parse_overrides
+from .checks import check_output_dir, check_same_max_steps, parse_overrides
 
 logger = logging.getLogger("hf_vision.training")
 
@@ -107,17 +107,18 @@ class PretrainArguments:
 
 # --------------------------------------------------------------------------------------------------- building
 def build_mae(name: str | None, overrides: dict[str, Any]):
-    import hf_vision
     from hf_vision.modeling.mae.configuration_mae import MAEConfig
     from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining
 
+    from ..presets import PRESETS, get_config, preset_names
+
     if name is None:
-        return MAEForPreTraining(hf_vision.get_config("mae-vit-base-patch16", **{**DEMO_MAE, **overrides}))
-    if name in hf_vision.PRESETS:
-        config = hf_vision.get_config(name, **overrides)
+        return MAEForPreTraining(get_config("mae-vit-base-patch16", **{**DEMO_MAE, **overrides}))
+    if name in PRESETS:
+        config = get_config(name, **overrides)
         if not isinstance(config, MAEConfig):
             raise ValueError(f"--model {name!r} is not an MAE preset; choose one of "
-                             f"{', '.join(n for n in hf_vision.preset_names() if n.startswith('mae'))}")
+                             f"{', '.join(n for n in preset_names() if n.startswith('mae'))}")
         return MAEForPreTraining(config)
     return MAEForPreTraining.from_pretrained(name, **overrides)
 
