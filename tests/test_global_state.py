@@ -1,0 +1,98 @@
+"""What hf_vision does to process-wide state: registration once per family, the AutoBackbone fix scoped to our
+configs, the package root's lazy names, and a data stream that leaves torch's global RNG as it found it."""
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+import torch
+
+import hf_vision
+from hf_vision import auto
+
+
+def test_registering_families_again_keeps_one_entry_each():
+    before = [(config, dict(models)) for config, models in auto.FAMILIES]
+    auto.register_families()
+    auto.register_family(*auto.FAMILIES[0])
+    configs = [config for config, _ in auto.FAMILIES]
+    assert len(configs) == len(set(configs)) == 4
+    assert sorted(auto.FAMILIES, key=lambda e: e[0].__name__) == sorted(before, key=lambda e: e[0].__name__)
+
+
+def test_model_class_names_the_registered_classes():
+    assert auto.model_class(hf_vision.ViTConfig, "AutoModelForImageClassification") is hf_vision.ViTForImageClassification
+    with pytest.raises(ValueError, match="AutoModelForImageClassification.*MAEConfig"):
+        auto.model_class(hf_vision.MAEConfig, "AutoModelForImageClassification")
+
+
+def test_auto_backbone_fix_leaves_other_libraries_folders_to_transformers(tmp_path):
+    """A local folder of a transformers backbone gets transformers' own AutoBackbone behaviour (whatever it is);
+    only our backbone configs are routed around the 5.24 bug."""
+    from transformers import AutoBackbone, ResNetBackbone, ResNetConfig
+
+    foreign = tmp_path / "resnet"
+    ResNetBackbone(ResNetConfig(embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1],
+                                out_features=["stage1"])).save_pretrained(foreign)
+    assert not auto._is_our_local_backbone(foreign) and not auto._is_our_local_backbone(str(foreign))
+    original = AutoBackbone.from_pretrained.__func__._hf_vision_original
+
+    def outcome(call):
+        try:
+            return type(call()).__name__
+        except Exception as err:  # noqa: BLE001  (compare what transformers does, success or failure)
+            return type(err).__name__
+
+    assert outcome(lambda: AutoBackbone.from_pretrained(foreign)) == outcome(lambda: original(AutoBackbone, foreign))
+
+    ours = tmp_path / "swin"
+    config = hf_vision.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
+                                  window_size=4, out_features=["stage1"])
+    hf_vision.SwinBackbone(config).save_pretrained(ours)
+    assert auto._is_our_local_backbone(ours)
+    assert type(AutoBackbone.from_pretrained(ours)) is hf_vision.SwinBackbone
+
+
+def test_root_names_resolve_lazily_and_are_listed():
+    for name in hf_vision.__all__:
+        assert name in dir(hf_vision), name
+        assert getattr(hf_vision, name) is not None, name
+    from hf_vision import from_pretrained, optimize_for_cpu  # noqa: F401
+    from hf_vision.hub import from_pretrained as defined
+
+    assert from_pretrained is defined
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        hf_vision.nothing_here  # noqa: B018
+
+
+def _tar_of_images(folder, count: int = 6):
+    from PIL import Image
+
+    folder.mkdir()
+    with tarfile.open(folder / "train-00000.tar", "w") as tar:
+        for i in range(count):
+            buffer = io.BytesIO()
+            Image.new("RGB", (20, 20), (i * 40 % 256, 80, 160)).save(buffer, format="PNG")
+            info = tarfile.TarInfo(f"{i:04d}.png")
+            info.size = buffer.tell()
+            buffer.seek(0)
+            tar.addfile(info, buffer)
+    return folder
+
+
+def test_streaming_leaves_the_global_rng_alone(tmp_path):
+    """Records are augmented under their own seed; the caller's torch RNG stream continues as if nothing ran."""
+    from hf_vision.data import Collate, ImageStream, PreprocessSpec, StreamLoader, load_image_source, \
+        pretrain_transform
+
+    spec = PreprocessSpec((16, 16), (0.5,) * 3, (0.5,) * 3)
+    stream = ImageStream(load_image_source(str(_tar_of_images(tmp_path / "images")), "train", with_labels=False),
+                         pretrain_transform(spec), batch_size=3, collate=Collate(spec.mean, spec.std),
+                         infinite=False, with_labels=False, seed=5)
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    batches = list(StreamLoader(stream))
+    assert len(batches) == 2
+    assert torch.equal(torch.rand(4), expected)
