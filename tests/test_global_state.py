@@ -96,3 +96,23 @@ def test_streaming_leaves_the_global_rng_alone(tmp_path):
     batches = list(StreamLoader(stream))
     assert len(batches) == 2
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_analysis_masks_through_a_view_without_touching_the_model():
+    from hf_vision.analysis.inspect_model import unmasked, with_mask_ratio
+
+    config = hf_vision.MAEConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32, decoder_hidden_size=8,
+                                 decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                                 decoder_intermediate_size=16, mask_ratio=0.75)
+    model = hf_vision.MAEForPreTraining(config).eval()
+    pixels = torch.randn(2, 3, 16, 16)
+    view = with_mask_ratio(model, 0.5)
+    assert model.config.mask_ratio == 0.75 and view.config.mask_ratio == 0.5  # the model's config is untouched
+    assert view.vit.config is view.config and model.vit.config is model.config
+    assert view.decoder.pred.weight is model.decoder.pred.weight  # weights shared, not copied
+    assert int(view(pixels).mask.sum(1)[0]) == 8 and int(model(pixels).mask.sum(1)[0]) == 12  # of 16 patches
+    assert int(unmasked(model)(pixels).mask.sum()) == 0
+    vit = hf_vision.ViTModel(hf_vision.ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=32))
+    assert with_mask_ratio(vit, 0.5) is vit
