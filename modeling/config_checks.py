@@ -8,6 +8,10 @@ from .requirements import require_transformers
 
 require_transformers()  # every config and model file imports this module: fail early and clearly on an old transformers
 
+# torchvision's ImageNet statistics: the default image_mean/image_std of the families trained on ImageNet (MAE, Swin)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     choices = tuple(choices)
