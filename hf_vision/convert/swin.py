@@ -158,6 +158,12 @@ def from_timm_swin(model: nn.Module, **overrides: Any) -> SwinForImageClassifica
 
 
 # ---------------------------------------------------------------- transformers
+# SwinConfig fields that transformers' SwinConfig names and means the same way
+_SAME_NAMED_FIELDS = ("num_channels", "embed_dim", "window_size", "mlp_ratio", "qkv_bias", "hidden_act",
+                      "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "layer_norm_eps",
+                      "initializer_range")
+
+
 def transformers_config(config, **overrides: Any) -> SwinConfig:
     """Our SwinConfig from a transformers SwinConfig (labels and backbone outputs included)."""
     patch = config.patch_size
@@ -165,22 +171,12 @@ def transformers_config(config, **overrides: Any) -> SwinConfig:
         if patch[0] != patch[1]:
             raise ValueError(f"transformers swin: only square patches are supported, got {patch}")
         patch = patch[0]
-    fields = dict(
+    fields = {name: getattr(config, name) for name in _SAME_NAMED_FIELDS}
+    fields.update(
         image_size=config.image_size if isinstance(config.image_size, int) else list(config.image_size),
         patch_size=patch,
-        num_channels=config.num_channels,
-        embed_dim=config.embed_dim,
         depths=list(config.depths),
         num_heads=list(config.num_heads),
-        window_size=config.window_size,
-        mlp_ratio=config.mlp_ratio,
-        qkv_bias=config.qkv_bias,
-        hidden_act=config.hidden_act,
-        hidden_dropout_prob=config.hidden_dropout_prob,
-        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-        drop_path_rate=config.drop_path_rate,
-        layer_norm_eps=config.layer_norm_eps,
-        initializer_range=config.initializer_range,
         use_absolute_position_embeddings=config.use_absolute_embeddings,
         out_features=list(config.out_features) if config.out_features else None,
         id2label=dict(config.id2label),
