@@ -25,7 +25,7 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
-        check_saved_labels(config_dict)
+        config_dict = check_saved_labels(config_dict, overrides=kwargs)
         return super().from_dict(config_dict, **kwargs)
     attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
 
@@ -78,6 +78,7 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
         self.num_layers = len(self.depths)
+        check_saved_labels(kwargs)  # transformers would replace a disagreeing id2label with LABEL_i names
         super().__init__(**kwargs)
         self.validate_swin()
         # channels after the last stage: what heads (and VisionEncoderDecoder) read as hidden_size
