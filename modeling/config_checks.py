@@ -8,6 +8,10 @@ from .requirements import require_transformers
 
 require_transformers()  # every config and model file imports this module: fail early and clearly on an old transformers
 
+# torchvision's ImageNet statistics: the default image_mean/image_std of the families trained on ImageNet (MAE, Swin)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class CheckpointRefusedError(Exception):
     """A checkpoint that would load silently wrong (damaged weights, a head that does not fit, preprocessing that can

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from ..config_checks import (check_choice, check_common, check_divisible, check_positive, check_probability,
-                             check_saved_labels, pair)
+from ..config_checks import (IMAGENET_MEAN, IMAGENET_STD, check_choice, check_common, check_divisible,
+                             check_positive, check_probability, check_saved_labels, pair)
 
 MASK_STRATEGIES = ("random", "block", "grid")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MAEConfig(PretrainedConfig):

@@ -5,10 +5,8 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
-from ..config_checks import check_common, check_positive, check_probability, check_saved_labels, pair
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..config_checks import (IMAGENET_MEAN, IMAGENET_STD, check_common, check_positive, check_probability,
+                             check_saved_labels, pair)
 
 
 class SwinConfig(BackboneConfigMixin, PretrainedConfig):
