@@ -116,3 +116,27 @@ def test_analysis_masks_through_a_view_without_touching_the_model():
     vit = hf_vision.ViTModel(hf_vision.ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1,
                                                  num_attention_heads=2, intermediate_size=32))
     assert with_mask_ratio(vit, 0.5) is vit
+
+
+def test_converter_registries_are_filled_in_one_place_once():
+    """Family modules only define converters; hf_vision.convert's table registers them (re-running it adds nothing)."""
+    import ast
+    from pathlib import Path
+
+    from hf_vision import convert
+
+    registries = {"TIMM_CONVERTERS", "TRANSFORMERS_CONVERTERS", "OFFICIAL_LOADERS", "TO_TIMM", "TO_TRANSFORMERS"}
+    for path in sorted(Path(convert.__file__).parent.glob("*.py")):
+        if path.name != "__init__.py":
+            tree = ast.parse(path.read_text())
+            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+            names |= {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+            assert not names & registries, f"{path.name} touches {sorted(names & registries)}"
+    before = (list(convert.TIMM_CONVERTERS), dict(convert.TRANSFORMERS_CONVERTERS), dict(convert.OFFICIAL_LOADERS),
+              dict(convert.TO_TIMM), dict(convert.TO_TRANSFORMERS))
+    convert._fill_registries()
+    after = (list(convert.TIMM_CONVERTERS), dict(convert.TRANSFORMERS_CONVERTERS), dict(convert.OFFICIAL_LOADERS),
+             dict(convert.TO_TIMM), dict(convert.TO_TRANSFORMERS))
+    assert after == before and len(convert.TIMM_CONVERTERS) == 2
+    assert sorted(convert.TRANSFORMERS_CONVERTERS) == ["swin", "vit", "vit_mae"]
+    assert sorted(convert.OFFICIAL_LOADERS) == ["mae-", "swin-", "vit-"]
