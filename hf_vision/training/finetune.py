@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PretrainedConfig, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..data import (
@@ -166,18 +166,6 @@ def _split_top_level(text: str) -> list[str]:
     return [p for p in parts + [current] if p.strip()]
 
 
-def vit_config_from_mae(mae_config: PretrainedConfig, **overrides: Any):
-    """The ViT classifier config matching an MAE encoder (global pooling + fc_norm, as MAE fine-tunes)."""
-    from hf_vision.modeling.vit.configuration_vit import ViTConfig
-
-    shared = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
-              "intermediate_size", "hidden_act", "layer_norm_eps", "qkv_bias", "initializer_range", "image_mean",
-              "image_std")
-    kwargs = {name: getattr(mae_config, name) for name in shared}
-    kwargs.update(pooling="gap", position_embedding_type="learned")
-    return ViTConfig(**{**kwargs, **overrides})
-
-
 def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dict[str, Any]):
     """A classification model with `labels` (num_labels, id2label, label2id); see the module docstring."""
     import hf_vision
@@ -192,13 +180,13 @@ def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dic
     if name in hf_vision.PRESETS:
         config = hf_vision.get_config(name)
         if isinstance(config, MAEConfig):
-            config = vit_config_from_mae(config, **labels, **overrides)
+            config = config.vit_config(**labels, **overrides)
         else:
             config = hf_vision.get_config(name, **labels, **overrides)
         return AutoModelForImageClassification.from_config(config)
     saved = read_config(name)  # a mistyped path or an unreachable repo fails here, naming `name`
     if saved.get("model_type") == MAEConfig.model_type:  # an MAE pre-training run: its encoder, a new head
-        config = vit_config_from_mae(MAEConfig.from_pretrained(name), **labels, **overrides)
+        config = MAEConfig.from_pretrained(name).vit_config(**labels, **overrides)
         return ViTForImageClassification.from_pretrained(name, config=config)
     return hf_vision.from_pretrained(name, auto_class="AutoModelForImageClassification",
                                      ignore_mismatched_sizes=True, **labels, **overrides)

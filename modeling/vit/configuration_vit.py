@@ -1,8 +1,6 @@
 """ViT configuration (Dosovitskiy et al. 2020), with the paper's ablation switches as fields."""
 from __future__ import annotations
 
-import inspect
-
 from transformers import PretrainedConfig
 
 from ..config_checks import (check_choice, check_common, check_divisible, check_positive, check_probability,
@@ -12,45 +10,25 @@ POOLING = ("cls", "gap")
 POSITION_EMBEDDING_TYPES = ("learned", "sincos2d", "none")
 CLASSIFIER_NORMS = ("none", "batchnorm")
 GOOGLE_MEAN_STD = (0.5, 0.5, 0.5)
-# Checkpoints of other families that hold a ViT encoder under our key names: their model_type -> the ViT fields
-# a classifier built from them takes (MAE fine-tuning: average pooling with fc_norm, a learned table started from
-# the saved sin-cos one). Their own fields are dropped; keyword overrides to from_pretrained still win.
-ENCODER_SOURCES = {"hfv_mae": {"pooling": "gap", "position_embedding_type": "learned"}}
 
 
 class ViTConfig(PretrainedConfig):
     """Defaults are ViT-B/16 at 224.
 
     pooling: "cls" takes the class token, "gap" averages patch tokens (the paper's CLS-vs-GAP ablation).
-    fc_norm: LayerNorm after pooling instead of on every token (MAE fine-tuning); None means "gap" uses it.
+    fc_norm: LayerNorm after pooling instead of on every token; None means "gap" uses it.
     representation_size: pre-logits Linear+tanh width used for ImageNet-21k pre-training; None when fine-tuning.
-    classifier_norm: "batchnorm" puts a non-affine BatchNorm before the classifier (MAE's linear probe).
+    classifier_norm: "batchnorm" puts a non-affine BatchNorm before the classifier (linear probing).
     """
 
     model_type = "hfv_vit"
     ARCHITECTURES = ("ViTModel", "ViTForImageClassification")  # accepted `architectures` entries
 
     @classmethod
-    def get_config_dict(cls, *args, **kwargs):
-        """Reads config.json; a pre-training checkpoint of another family (see ENCODER_SOURCES) becomes a ViT config."""
-        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
-        return cls.encoder_config_dict(config_dict), kwargs
-
-    @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
         check_saved_labels(config_dict)
         return super().from_dict(config_dict, **kwargs)
-
-    @classmethod
-    def encoder_config_dict(cls, config_dict: dict) -> dict:
-        source = config_dict.get("model_type")
-        if source not in ENCODER_SOURCES:
-            return config_dict
-        fields = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-        generic = {"dtype", "torch_dtype", "output_attentions", "output_hidden_states", "transformers_version"}
-        converted = {k: v for k, v in config_dict.items() if k in fields or k in generic}
-        return {**converted, **ENCODER_SOURCES[source], "model_type": cls.model_type}
 
     def __init__(
         self,
