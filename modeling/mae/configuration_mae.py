@@ -1,35 +1,32 @@
 """MAE configuration (He et al. 2021, arXiv:2111.06377), with the paper's ablation switches as fields.
 
-The encoder is a ViT, so `MAEConfig` is a `ViTConfig` (as `HybridConfig` is): the encoder fields are declared once,
-in ViT's vocabulary, and `vit_config` exports the classifier config that fine-tuning starts from. ViT knows
-nothing of MAE: a classifier loads an MAE checkpoint because the loader (modeling/loading.py) asks the checkpoint's
-config class, found by its model_type, for `export_config` and `export_state_dict`.
+The encoder is a ViT, so `MAEConfig` extends `ViTEncoderConfig` (whose fields `ViTConfig` extends with the
+classifier's): the encoder fields are declared once, and `vit_config` exports the classifier config that
+fine-tuning starts from. ViT knows nothing of MAE: a classifier loads an MAE checkpoint because the loader
+(modeling/loading.py) asks the checkpoint's config class, found by its model_type, for `export_config` and
+`export_state_dict`.
 """
 from __future__ import annotations
-
-import inspect
 
 import torch
 
 from ..config_checks import check_choice, check_divisible, check_positive, check_probability, pair
-from ..vit.configuration_vit import ViTConfig
+from ..vit.configuration_vit import ViTConfig, ViTEncoderConfig
 
 MASK_STRATEGIES = ("random", "block", "grid")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# ViT fields that describe the classifier, not the encoder: MAE's models ignore them, `vit_config` exports them.
-CLASSIFIER_FIELDS = ("pooling", "fc_norm", "representation_size", "classifier_norm")
+# The classifier the official fine-tuning puts on the encoder: average pooling (with fc_norm), a learned table.
+FINETUNING = {"pooling": "gap", "position_embedding_type": "learned"}
 # Config attributes every transformers config carries that an exported config keeps.
 GENERIC_FIELDS = ("dtype", "output_attentions", "output_hidden_states")
 
 
-class MAEConfig(ViTConfig):
+class MAEConfig(ViTEncoderConfig):
     """Defaults are MAE ViT-B/16 at 224 with the paper's 8 x 512 decoder.
 
-    Encoder fields: those of `ViTConfig`; the encoder always has a class token and fixed 2-D sin-cos position
-    embeddings (`class_token=True`, `position_embedding_type="sincos2d"`, the only accepted values).
-    pooling / fc_norm / representation_size / classifier_norm: the classifier `vit_config` exports (default: the
-        paper's fine-tuning, average pooling with fc_norm); MAE's own models do not read them.
+    Encoder fields: those of `ViTEncoderConfig` (declared once, for ViT and MAE alike); the encoder always has a
+    class token and fixed 2-D sin-cos position embeddings.
     mask_ratio: fraction of patches removed per image (0.75 in the paper).
     norm_pix_loss: regress each patch normalised by its own mean and std (the paper's best target).
     mask_strategy: "random" (the paper), "block" (BEiT-style large blocks) or "grid" (keep one patch per s x s
@@ -51,8 +48,6 @@ class MAEConfig(ViTConfig):
         norm_pix_loss: bool = False,
         mask_strategy: str = "random",
         encoder_mask_tokens: bool = False,
-        pooling: str = "gap",
-        position_embedding_type: str = "sincos2d",
         image_mean: tuple[float, ...] = IMAGENET_MEAN,
         image_std: tuple[float, ...] = IMAGENET_STD,
         **kwargs,
@@ -65,8 +60,7 @@ class MAEConfig(ViTConfig):
         self.norm_pix_loss = norm_pix_loss
         self.mask_strategy = mask_strategy
         self.encoder_mask_tokens = encoder_mask_tokens
-        super().__init__(pooling=pooling, position_embedding_type=position_embedding_type, image_mean=image_mean,
-                         image_std=image_std, **kwargs)
+        super().__init__(image_mean=image_mean, image_std=image_std, **kwargs)
         self.validate_mae()
 
     @property
@@ -80,8 +74,6 @@ class MAEConfig(ViTConfig):
         return round((1.0 / (1.0 - self.mask_ratio)) ** 0.5)
 
     def validate_mae(self) -> None:
-        check_choice("class_token", self.class_token, (True,))
-        check_choice("position_embedding_type", self.position_embedding_type, ("sincos2d",))
         check_choice("mask_strategy", self.mask_strategy, MASK_STRATEGIES)
         check_positive(decoder_hidden_size=self.decoder_hidden_size,
                        decoder_num_hidden_layers=self.decoder_num_hidden_layers,
@@ -90,7 +82,8 @@ class MAEConfig(ViTConfig):
         check_probability(mask_ratio=self.mask_ratio)
         check_divisible("decoder_hidden_size", self.decoder_hidden_size, "decoder_num_attention_heads",
                         self.decoder_num_attention_heads)
-        # The decoder uses fixed 2-D sin-cos position embeddings too (a quarter of the channels per sin/cos and axis).
+        # Both halves use fixed 2-D sin-cos position embeddings (a quarter of the channels per sin/cos and axis).
+        check_divisible("hidden_size", self.hidden_size, "4 (2-D sin-cos position embedding)", 4)
         check_divisible("decoder_hidden_size", self.decoder_hidden_size, "4 (2-D sin-cos position embedding)", 4)
         if self.mask_strategy == "grid" and abs(1.0 - 1.0 / self.mask_grid_stride**2 - self.mask_ratio) > 1e-6:
             raise ValueError(
@@ -101,21 +94,19 @@ class MAEConfig(ViTConfig):
     # ---------------------------------------------------------------- the one MAE -> ViT exporter
 
     def vit_config(self, **overrides) -> ViTConfig:
-        """The ViT classifier config that fine-tunes this encoder: the encoder fields and this config's classifier
-        fields, a learned position table (started from the saved sin-cos one, as the official fine-tuning does);
-        `overrides` (labels, recipe fields) win. MAE's own fields (decoder, masking) are left behind."""
+        """The ViT classifier config that fine-tunes this encoder: the encoder fields, average pooling with
+        fc_norm and a learned position table started from the saved sin-cos one (the official fine-tuning);
+        `overrides` (labels, recipe fields, another pooling) win. The decoder and masking fields stay behind."""
         return self.export_config(ViTConfig, **overrides)
 
     def export_config(self, config_cls: type[ViTConfig], **overrides) -> ViTConfig:
-        """`vit_config` for any ViTConfig class (the loader's entry point, see modeling/loading.py)."""
+        """`vit_config` for the loader (modeling/loading.py), which passes the ViTConfig class it loads into."""
         if getattr(config_cls, "model_type", None) != ViTConfig.model_type:  # by name: remote code has its own class
             raise TypeError(f"an MAE encoder exports to a ViT config ({ViTConfig.model_type}), not to "
                             f"{config_cls.__name__}")
-        fields = set(inspect.signature(ViTConfig.__init__).parameters) - {"self", "kwargs"}
-        values = {name: getattr(self, name) for name in sorted(fields)}
+        values = {name: getattr(self, name) for name in self.encoder_fields()}
         values.update({name: getattr(self, name) for name in GENERIC_FIELDS if hasattr(self, name)})
-        values["position_embedding_type"] = "learned"
-        return config_cls(**{**values, **overrides})
+        return config_cls(**{**values, **FINETUNING, **overrides})
 
     @staticmethod
     def export_state_dict(state_dict: dict[str, torch.Tensor], own_keys, base_model_prefix: str = "vit"
