@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedConfig
 
+from .config_checks import CheckpointRefusedError, check_preprocessor
+
 # Module names a task model puts on top of its backbone (`head` is Swin's classifier, `hidden_states_norms` a
 # backbone's per-stage output norms). Issue #16's policy: such a head starts fresh only when the caller asked for
 # it (another label set than the checkpoint's, or a checkpoint of another task: a backbone or MAE checkpoint into
@@ -145,11 +147,11 @@ def check_values(name: str, own: dict[str, torch.Tensor], state_dict: dict[str, 
         if target is None or not target.is_floating_point():
             continue
         if not tensor.is_floating_point():
-            raise ValueError(f"{name}: checkpoint weight {key} has dtype {tensor.dtype}, but the model's is "
-                             f"{target.dtype}; a non-floating tensor is refused rather than cast")
+            raise CheckpointRefusedError(f"{name}: checkpoint weight {key} has dtype {tensor.dtype}, but the model's "
+                                         f"is {target.dtype}; a non-floating tensor is refused rather than cast")
         if not allow_nonfinite and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{name}: checkpoint weight {key} holds NaN or infinite values; pass "
-                             "allow_nonfinite=True to load it anyway")
+            raise CheckpointRefusedError(f"{name}: checkpoint weight {key} holds NaN or infinite values; pass "
+                                         "allow_nonfinite=True to load it anyway")
 
 
 def match_keys(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool, new_task: bool,
@@ -203,7 +205,7 @@ def report_mismatches(name: str, own: dict[str, torch.Tensor], plan: dict[str, l
     missing, unexpected = plan["missing"], plan["unexpected"]
     if head_problems or wrong_shape:
         lines = "\n".join(head_problems + wrong_shape)
-        raise ValueError(
+        raise CheckpointRefusedError(
             f"{name}: checkpoint weights have the wrong shape (the label set and task are the checkpoint's):\n"
             f"{lines}\nPass ignore_mismatched_sizes=True to re-initialise them, or num_labels/id2label for a new head."
         )
@@ -214,8 +216,8 @@ def report_mismatches(name: str, own: dict[str, torch.Tensor], plan: dict[str, l
             problems.append(f"in the checkpoint but not in the model (would be ignored): {', '.join(unexpected)}")
         message = f"{name}: weights do not match the checkpoint; " + "; ".join(problems)
         if strict:
-            raise ValueError(message + ". Fix the checkpoint or the config, or pass strict=False to load it with "
-                             "the missing weights freshly initialised.")
+            raise CheckpointRefusedError(message + ". Fix the checkpoint or the config, or pass strict=False to load "
+                                         "it with the missing weights freshly initialised.")
         if unexpected:  # the missing ones are reported once, with every freshly initialised key
             warnings.warn(f"{name}: ignored, in the checkpoint but not in the model: {', '.join(unexpected)}",
                           stacklevel=4)  # the caller of from_pretrained
@@ -255,6 +257,13 @@ def load_config(config_cls: type[PreTrainedConfig], config: PreTrainedConfig | s
         exported = source.from_dict(config_dict).export_config(config_cls)
         loaded, unused = config_cls.from_dict(exported.to_dict(), return_unused_kwargs=True, **kwargs)
     return loaded, unused, exporter
+
+
+def check_saved_preprocessor(path: str, hub: dict) -> None:
+    """A preprocessor_config.json shipped with the weights is part of the checkpoint (see `check_preprocessor`)."""
+    processor_file = _resolve(path, "preprocessor_config.json", hub)
+    if processor_file:
+        check_preprocessor(json.loads(Path(processor_file).read_text()), processor_file)
 
 
 def read_saved_config(path: str, hub: dict) -> dict:

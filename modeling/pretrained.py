@@ -24,9 +24,11 @@ from typing import ClassVar
 import torch
 from transformers import PreTrainedModel
 
+from .config_checks import CheckpointRefusedError
 from .image_processing import eval_image_processor
-from .loading import (HEAD_MODULES, HUB_KWARGS, LOADER_KWARGS, fit_base_prefix, lenient_loading, load_config,
-                      plan_loading, read_checkpoint, read_saved_config, strict_by_default, task_changes)
+from .loading import (HEAD_MODULES, HUB_KWARGS, LOADER_KWARGS, check_saved_preprocessor, fit_base_prefix,
+                      lenient_loading, load_config, plan_loading, read_checkpoint, read_saved_config,
+                      strict_by_default, task_changes)
 from .losses import classification_loss
 from .publishing import HUB_OPTIONS, publish, set_publisher
 from .remote_code import remote_code_sources
@@ -82,6 +84,7 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         saved = read_saved_config(path, hub)
         config, kwargs, exporter = load_config(cls.config_class, config if config is not None else path, hub,
                                                kwargs, saved=saved)
+        check_saved_preprocessor(path, hub)
         new_labels, new_task = task_changes(saved, config, cls.__name__)
 
         with torch.device("meta"):  # names, shapes and dtypes only: the hook and the checks need nothing else
@@ -102,8 +105,8 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         surprise = set(info["missing_keys"]) - set(fresh) - {
             k for k in info["missing_keys"] if any(re.search(p, k) for p in model._keys_to_ignore_on_load_missing or [])}
         if surprise or info["mismatched_keys"]:
-            raise RuntimeError(f"{cls.__name__}: transformers left weights unloaded that the checks passed: "
-                               f"{sorted(surprise) or info['mismatched_keys']}")
+            raise CheckpointRefusedError(f"{cls.__name__}: transformers left weights unloaded that the checks "
+                                         f"passed: {sorted(surprise) or info['mismatched_keys']}")
         if fresh:
             warnings.warn(f"{cls.__name__}: freshly initialised, not loaded from {path}: {', '.join(fresh)}",
                           stacklevel=2)

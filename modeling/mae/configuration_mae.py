@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from ..config_checks import check_choice, check_divisible, check_positive, check_probability, pair
+from ..config_checks import (IMAGENET_MEAN, IMAGENET_STD, check_choice, check_divisible, check_positive,
+                             check_probability, pair)
 from ..vit.configuration_vit import ViTConfig, ViTEncoderConfig
 
 MASK_STRATEGIES = ("random", "block", "grid")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # The classifier the official fine-tuning puts on the encoder: average pooling (with fc_norm), a learned table.
 FINETUNING = {"pooling": "gap", "position_embedding_type": "learned"}
 # Config attributes every transformers config carries that an exported config keeps.
