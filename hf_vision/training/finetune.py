@@ -28,7 +28,6 @@ refused (the learning-rate schedule spans the original one).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path

@@ -30,7 +30,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,7 +44,7 @@ from ..recipes import load_recipe
 from . import run_state
 from .core import Schedule, check_launch, plan_schedule, write_card, write_run_args
 from .overrides import parse_overrides
-from .run_state import PRETRAIN, RunState, check_output_dir, check_same_max_steps
+from .run_state import PRETRAIN, check_output_dir, check_same_max_steps
 
 logger = logging.getLogger("hf_vision.training")
 
@@ -382,8 +381,8 @@ def train(run: Run, stop_at: int) -> list[float]:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if (args.checkpointing_steps and run.step % args.checkpointing_steps == 0) or run.step == stop_at:
-                run.last_checkpoint = save_checkpoint(
-                    run.accelerator, run.output_dir, run.step, run.loader, args.checkpoints_total_limit,
+                run.last_checkpoint = run_state.save_accelerate_checkpoint(
+                    run.accelerator, run.output_dir, run.step, run.loader.state_dict(), args.checkpoints_total_limit,
                     {"loss": loss, "max_steps": run.schedule.max_steps})
     return losses
 
@@ -432,32 +431,6 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 def resolve_checkpoint(spec: str, output_dir: str | Path) -> Path:
     """A checkpoint folder, or 'latest' (FileNotFoundError when there is none)."""
     return run_state.resolve_checkpoint(spec, output_dir, PRETRAIN, latest_may_be_missing=False)
-
-
-def save_checkpoint(accelerator, output_dir: Path, step: int, loader: StreamLoader, limit: int,
-                    extra: dict[str, Any]) -> Path:
-    """Write to a temporary folder, rename into place, then rotate; every rank takes part."""
-    final = PRETRAIN.path(output_dir, step)
-    tmp = final.with_name(f".tmp-{final.name}")
-    world = accelerator.num_processes
-    if accelerator.is_main_process:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)  # debris of an interrupted earlier attempt
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    run_state.write_data_state(tmp, rank=accelerator.process_index, world_size=world, step=step,
-                               loader_state=loader.state_dict())
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        # trainer_state.json: what version-1 readers and people look at; the completion mark is the run state.
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "world_size": world, **extra}, indent=2))
-        run_state.mark_complete(tmp, RunState(step=step, world_size=world, max_steps=extra.get("max_steps")))
-        if final.exists():  # re-saving the same step (e.g. after a resume): retire the old one first
-            run_state.remove_checkpoint(final)
-        os.replace(tmp, final)
-        run_state.rotate(output_dir, PRETRAIN, limit)
-    accelerator.wait_for_everyone()
-    return final
 
 
 # ---------------------------------------------------------------------------------------------------- finish

@@ -176,6 +176,33 @@ def remove_debris(output_dir: str | Path, layout: Layout) -> None:
             shutil.rmtree(path)
 
 
+def save_accelerate_checkpoint(accelerator, output_dir: Path, step: int, loader_state: dict[str, Any], limit: int,
+                               extra: dict[str, Any]) -> Path:
+    """MAE pre-training's save (PRETRAIN layout): `Accelerator.save_state` into a temporary folder, this rank's data
+    position, then (main process) trainer_state.json and the mark, the rename into place, and rotation. Every rank
+    takes part."""
+    final = PRETRAIN.path(output_dir, step)
+    tmp = final.with_name(f".tmp-{final.name}")
+    world = accelerator.num_processes
+    if accelerator.is_main_process:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # debris of an interrupted earlier attempt
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    write_data_state(tmp, rank=accelerator.process_index, world_size=world, step=step, loader_state=loader_state)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # trainer_state.json: what version-1 readers and people look at; the completion mark is the run state.
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "world_size": world, **extra}, indent=2))
+        mark_complete(tmp, RunState(step=step, world_size=world, max_steps=extra.get("max_steps")))
+        if final.exists():  # re-saving the same step (e.g. after a resume): retire the old one first
+            remove_checkpoint(final)
+        os.replace(tmp, final)
+        rotate(output_dir, PRETRAIN, limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
 def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool) -> None:
     """A non-empty output folder is written into only when resuming or with --overwrite_output_dir."""
     folder = Path(output_dir)
