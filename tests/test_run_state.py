@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_vision.recipes import load_recipe, recipe_names
-from hf_vision.training.overrides import parse_overrides
+from hf_vision.overrides import parse_overrides
 from hf_vision.training.run_state import COMPLETE, RUN_STATE_VERSION
 
 from .test_finetune import TINY as FT_TINY

@@ -43,7 +43,7 @@ from ..optimize import optimize_for_cpu
 from ..recipes import load_recipe
 from . import run_state
 from .core import check_launch, plan_schedule, write_card, write_run_args
-from .overrides import parse_overrides  # noqa: F401  (re-exported: its home before hf_vision.training.overrides)
+from ..overrides import parse_overrides  # noqa: F401  (also re-exported: tests and callers import it from here)
 from .run_state import TRAINER, check_output_dir, check_same_max_steps
 from .trainer import CompleteCheckpoints, ImageClassificationTrainer, TrainBatches, metric_fn
 

@@ -43,7 +43,7 @@ from ..optimize import optimize_for_cpu
 from ..recipes import load_recipe
 from . import run_state
 from .core import Schedule, check_launch, plan_schedule, write_card, write_run_args
-from .overrides import parse_overrides
+from ..overrides import parse_overrides
 from .run_state import PRETRAIN, check_output_dir, check_same_max_steps
 
 logger = logging.getLogger("hf_vision.training")
