@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import load_file
 
 from hf_vision.recipes import load_recipe, recipe_names
-from hf_vision.overrides import parse_overrides
 from hf_vision.training.run_state import COMPLETE, RUN_STATE_VERSION
 
 from .test_finetune import TINY as FT_TINY
@@ -101,8 +100,3 @@ def test_finetune_cli_recipe_sets_defaults_and_flags_win():
     _, _, training = script.parse_args(["--output_dir", "x", "--recipe", "swin", "--learning_rate", "5e-4"])
     assert (training.learning_rate, training.num_train_epochs, training.max_grad_norm) == (5e-4, 300, 5.0)
 
-
-def test_parse_overrides_takes_json_words_and_lists():
-    assert parse_overrides(["hidden_size=32,pooling=gap", "qkv_bias=false"]) == {
-        "hidden_size": 32, "pooling": "gap", "qkv_bias": False}
-    assert parse_overrides("depths=[2, 2],act=gelu") == {"depths": [2, 2], "act": "gelu"}

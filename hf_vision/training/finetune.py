@@ -376,7 +376,8 @@ def train_and_evaluate(trainer: ImageClassificationTrainer, checkpoint: str | No
     return metrics
 
 
-def finetune(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict[str, float]:
+def finetune(model_args: ModelArguments, data_args: DataArguments,
+             training_args: TrainingArguments) -> dict[str, float]:
     """Train, evaluate, save checkpoint + all_results.json + model card; returns the metrics."""
     prepare_output_dir(training_args, overwrite=data_args.overwrite_output_dir)
     if model_args.model:  # a mistyped --model path fails now, naming it, not after the data is prepared
