@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from hf_vision.modeling.config_checks import CheckpointRefusedError
 from hf_vision.modeling.hybrid.configuration_hybrid import HybridConfig
 from hf_vision.modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
@@ -59,5 +60,5 @@ __all__ = [
     "MAEConfig", "MAEModel", "MAEForPreTraining",
     "get_config", "preset_names", "PRESETS", "convert",
     "from_pretrained", "push_to_hub", "push_folder", "optimize_for_cpu",
-    "analysis",
+    "analysis", "CheckpointRefusedError",
 ]
