@@ -1,6 +1,7 @@
 """Conversion between our models and timm, transformers and the papers' official releases.
 
-Each family's converter module registers itself here; the entry points dispatch on what they are given. The way
+The registries below say which converter handles what; `_fill_registries` (at the end) is the one place that
+fills them, from the family modules, which only define converters. The entry points dispatch on what they are given. The way
 back (`to_timm`, `to_transformers`) reuses each family's key map in reverse: it builds the other library's model,
 asks the map which of our tensors fills each of its keys, and loads the result strictly (`fill_strictly`).
 """
@@ -15,11 +16,11 @@ from torch import nn
 
 from hf_vision.modeling.config_checks import pair
 
-# (predicate on the source model, converter) pairs, filled by the family modules imported below.
+# (predicate on the source model, converter) pairs; all registries are filled by `_fill_registries` below.
 TIMM_CONVERTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Module]]] = []
 TRANSFORMERS_CONVERTERS: dict[str, Callable[[nn.Module], nn.Module]] = {}  # transformers model_type -> converter
 OFFICIAL_LOADERS: dict[str, Callable[..., nn.Module]] = {}  # preset-name prefix -> loader
-# our model class -> converter to the other library, filled by the family modules
+# our model class -> converter to the other library
 TO_TIMM: dict[type, Callable[..., nn.Module]] = {}
 TO_TRANSFORMERS: dict[type, Callable[..., nn.Module]] = {}
 
@@ -200,7 +201,26 @@ def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
     raise ValueError(f"no official-checkpoint loader for {name!r}; supported prefixes: {', '.join(sorted(OFFICIAL_LOADERS))}")
 
 
-from . import mae  # noqa: E402,F401  (registers the MAE converters)
-from . import vit  # noqa: E402,F401  (registers the ViT and R50+ViT hybrid converters)
-from . import vit_npz  # noqa: E402,F401  (registers the loader of Google's ViT / R50+ViT .npz files)
-from . import swin  # noqa: E402,F401  (registers the Swin converters)
+def _fill_registries() -> None:
+    """Every family's converters, in one table (run once, when this package is imported; the family modules
+    import the helpers above, so they are imported here, after them). A new family adds its rows here."""
+    from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+    from hf_vision.modeling.swin.modeling_swin import SwinBackbone, SwinForImageClassification, SwinModel
+    from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
+
+    from . import mae, swin, vit, vit_npz
+
+    TIMM_CONVERTERS[:] = [(vit._is_timm_vit, vit.convert_timm_vit), (swin._is_timm_swin, swin.from_timm_swin)]
+    TRANSFORMERS_CONVERTERS.update(
+        {"vit": vit.convert_transformers_vit, "vit_mae": mae.from_transformers, "swin": swin.from_transformers_swin})
+    OFFICIAL_LOADERS.update({"vit-": vit_npz.load_official_vit, "mae-": mae.load_official, "swin-": swin.load_official_swin})
+    for classes, to_timm_fn, to_transformers_fn in (
+        ((ViTModel, ViTForImageClassification), vit.to_timm_vit, vit.to_transformers_vit),
+        ((MAEModel, MAEForPreTraining), mae.to_timm, mae.to_transformers),
+        ((SwinModel, SwinForImageClassification, SwinBackbone), swin.to_timm_swin, swin.to_transformers_swin),
+    ):
+        TO_TIMM.update(dict.fromkeys(classes, to_timm_fn))
+        TO_TRANSFORMERS.update(dict.fromkeys(classes, to_transformers_fn))
+
+
+_fill_registries()

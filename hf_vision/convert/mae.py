@@ -18,7 +18,6 @@ from torch import nn
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
 from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
 
-from . import OFFICIAL_LOADERS, TO_TIMM, TO_TRANSFORMERS, TRANSFORMERS_CONVERTERS
 from . import KeySource, assemble, fill_strictly, load_strictly, rebase, timm_pretrained_cfg
 from ..presets import get_config
 from .vit import timm_vit_args, timm_vit_key, transformers_vit_key
@@ -182,7 +181,3 @@ def to_timm(model: nn.Module, *, global_pool: str = "avg") -> nn.Module:
     return fill_strictly(target, model, source_of, leave=lambda key: key.startswith("decoder."))
 
 
-TRANSFORMERS_CONVERTERS["vit_mae"] = from_transformers
-TO_TRANSFORMERS.update({MAEModel: to_transformers, MAEForPreTraining: to_transformers})
-TO_TIMM.update({MAEModel: to_timm, MAEForPreTraining: to_timm})
-OFFICIAL_LOADERS["mae-"] = load_official

@@ -29,7 +29,6 @@ from hf_vision.modeling.swin.modeling_swin import (
     resize_relative_position_bias_table,
 )
 
-from . import OFFICIAL_LOADERS, TIMM_CONVERTERS, TO_TIMM, TO_TRANSFORMERS, TRANSFORMERS_CONVERTERS
 from . import KEEP, KeySource, assemble, fill_strictly, load_strictly, rebase, timm_pretrained_cfg
 
 _TABLE = "relative_position_bias_table"
@@ -381,9 +380,3 @@ def to_transformers_swin(model: nn.Module) -> nn.Module:
     return fill_strictly(target, model, source_of)
 
 
-TIMM_CONVERTERS.append((_is_timm_swin, from_timm_swin))
-TO_TIMM.update({SwinModel: to_timm_swin, SwinForImageClassification: to_timm_swin, SwinBackbone: to_timm_swin})
-TO_TRANSFORMERS.update({SwinModel: to_transformers_swin, SwinForImageClassification: to_transformers_swin,
-                        SwinBackbone: to_transformers_swin})
-TRANSFORMERS_CONVERTERS["swin"] = from_transformers_swin
-OFFICIAL_LOADERS["swin-"] = load_official_swin

@@ -3,8 +3,8 @@ the way back: `to_timm` (ViT and hybrid) and `to_transformers` (ViT) through the
 
 Every converter builds the matching config, renames (and for Google, transposes) each tensor, and loads the
 result strictly: a source tensor we do not know how to place, or a parameter of ours left unfilled, raises a
-ValueError instead of silently producing a different model. The module registers itself with `hf_vision.convert`
-(TIMM_CONVERTERS, TRANSFORMERS_CONVERTERS, TO_TIMM, TO_TRANSFORMERS); Google's `.npz` reader, built on
+ValueError instead of silently producing a different model. `hf_vision.convert` lists these converters in its
+registries (TIMM_CONVERTERS, TRANSFORMERS_CONVERTERS, TO_TIMM, TO_TRANSFORMERS); Google's `.npz` reader, built on
 `build_and_load`, is convert/vit_npz.py (OFFICIAL_LOADERS).
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from hf_vision.modeling.hybrid.modeling_hybrid import HybridForImageClassificati
 from hf_vision.modeling.vit.configuration_vit import ViTConfig
 from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
 
-from . import TIMM_CONVERTERS, TO_TIMM, TO_TRANSFORMERS, TRANSFORMERS_CONVERTERS
 from . import KeySource, assemble, fill_strictly, load_strictly, rebase, timm_pretrained_cfg
 from .hybrid import timm_backbone, timm_backbone_config, timm_backbone_key, timm_std_conv_weight
 
@@ -391,7 +390,3 @@ def to_transformers_vit(model: nn.Module) -> nn.Module:
     return fill_strictly(target, model, source_of)
 
 
-TIMM_CONVERTERS.append((_is_timm_vit, convert_timm_vit))
-TO_TIMM.update({ViTModel: to_timm_vit, ViTForImageClassification: to_timm_vit})
-TO_TRANSFORMERS.update({ViTModel: to_transformers_vit, ViTForImageClassification: to_transformers_vit})
-TRANSFORMERS_CONVERTERS["vit"] = convert_transformers_vit

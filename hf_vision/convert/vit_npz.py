@@ -22,7 +22,7 @@ from hf_vision.modeling.vit.configuration_vit import ViTConfig
 from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification
 
 from ..presets import PRESETS, get_config
-from . import OFFICIAL_LOADERS, load_strictly
+from . import load_strictly
 from .hybrid import official_backbone_layers, official_backbone_state_dict
 from .vit import POS, build_and_load
 
@@ -188,4 +188,3 @@ def load_official_vit(path: str | Path, name: str, **overrides: Any) -> nn.Modul
     return build_and_load(config, base, None, str(path))
 
 
-OFFICIAL_LOADERS["vit-"] = load_official_vit

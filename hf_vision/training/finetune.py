@@ -124,7 +124,8 @@ def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dic
                      default: dict[str, Any] | None = None):
     """A classification model with `labels` (num_labels, id2label, label2id); see the module docstring. Without a
     name: `default` (a recipe's MODEL: a preset plus config fields), else the demo recipe's small ViT."""
-    import hf_vision
+    from ..hub import from_pretrained
+    from ..presets import PRESETS, get_config
     from transformers import AutoModelForImageClassification
 
     from hf_vision.modeling.mae.configuration_mae import MAEConfig
@@ -133,23 +134,23 @@ def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dic
 
     if name is None:
         model_fields = dict(default or load_recipe("finetune", "demo").model)
-        config = hf_vision.get_config(model_fields.pop("preset"), **{**model_fields, **labels, **overrides})
+        config = get_config(model_fields.pop("preset"), **{**model_fields, **labels, **overrides})
         if type(config) is ViTConfig:
             return ViTForImageClassification(config)
         return AutoModelForImageClassification.from_config(config)
-    if name in hf_vision.PRESETS:
-        config = hf_vision.get_config(name)
+    if name in PRESETS:
+        config = get_config(name)
         if isinstance(config, MAEConfig):
             config = config.vit_config(**labels, **overrides)
         else:
-            config = hf_vision.get_config(name, **labels, **overrides)
+            config = get_config(name, **labels, **overrides)
         return AutoModelForImageClassification.from_config(config)
     saved = read_config(name)  # a mistyped path or an unreachable repo fails here, naming `name`
     if saved.get("model_type") == MAEConfig.model_type:  # an MAE pre-training run: its encoder, a new head
         config = MAEConfig.from_pretrained(name).vit_config(**labels, **overrides)
         return ViTForImageClassification.from_pretrained(name, config=config)
-    return hf_vision.from_pretrained(name, auto_class="AutoModelForImageClassification",
-                                     ignore_mismatched_sizes=True, **labels, **overrides)
+    return from_pretrained(name, auto_class="AutoModelForImageClassification",
+                           ignore_mismatched_sizes=True, **labels, **overrides)
 
 
 def configure_trainable(model, *, linear_probe: bool, train_last_blocks: int | None) -> int:

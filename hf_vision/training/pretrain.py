@@ -126,18 +126,18 @@ def resolve_args(args: PretrainArguments) -> PretrainArguments:
 # --------------------------------------------------------------------------------------------------- building
 def build_mae(name: str | None, overrides: dict[str, Any], default: dict[str, Any] | None = None):
     """A preset, a checkpoint folder or Hub name, or (name None) the recipe's `default` model."""
-    import hf_vision
+    from ..presets import PRESETS, get_config, preset_names
     from hf_vision.modeling.mae.configuration_mae import MAEConfig
     from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining
 
     if name is None:
         fields_ = dict(default or load_recipe("pretrain", "demo").model)
-        return MAEForPreTraining(hf_vision.get_config(fields_.pop("preset"), **{**fields_, **overrides}))
-    if name in hf_vision.PRESETS:
-        config = hf_vision.get_config(name, **overrides)
+        return MAEForPreTraining(get_config(fields_.pop("preset"), **{**fields_, **overrides}))
+    if name in PRESETS:
+        config = get_config(name, **overrides)
         if not isinstance(config, MAEConfig):
             raise ValueError(f"--model {name!r} is not an MAE preset; choose one of "
-                             f"{', '.join(n for n in hf_vision.preset_names() if n.startswith('mae'))}")
+                             f"{', '.join(n for n in preset_names() if n.startswith('mae'))}")
         return MAEForPreTraining(config)
     return MAEForPreTraining.from_pretrained(name, **overrides)
 
