@@ -4,6 +4,7 @@ Importing the package registers every family with transformers' Auto classes.
 """
 from __future__ import annotations
 
+from hf_vision.modeling.config_checks import CheckpointRefusedError
 from hf_vision.modeling.hybrid.configuration_hybrid import HybridConfig
 from hf_vision.modeling.hybrid.modeling_hybrid import HybridForImageClassification, HybridModel
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
@@ -34,5 +35,5 @@ __all__ = [
     "MAEConfig", "MAEModel", "MAEForPreTraining",
     "get_config", "preset_names", "PRESETS", "convert",
     "from_pretrained", "push_to_hub", "push_folder", "optimize_for_cpu",
-    "analysis",
+    "analysis", "CheckpointRefusedError",
 ]

@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedConfig, PreTrainedModel
 
+from .config_checks import CheckpointRefusedError, check_preprocessor
 from .layers.block import Encoder
 from .requirements import MIN_TRANSFORMERS
 
@@ -289,11 +290,11 @@ def plan_loading(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool
         if target is None or not target.is_floating_point():
             continue
         if not tensor.is_floating_point():
-            raise ValueError(f"{name}: checkpoint weight {key} has dtype {tensor.dtype}, but the model's is "
-                             f"{target.dtype}; a non-floating tensor is refused rather than cast")
+            raise CheckpointRefusedError(f"{name}: checkpoint weight {key} has dtype {tensor.dtype}, but the model's "
+                                         f"is {target.dtype}; a non-floating tensor is refused rather than cast")
         if not allow_nonfinite and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{name}: checkpoint weight {key} holds NaN or infinite values; pass "
-                             "allow_nonfinite=True to load it anyway")
+            raise CheckpointRefusedError(f"{name}: checkpoint weight {key} holds NaN or infinite values; pass "
+                                         "allow_nonfinite=True to load it anyway")
 
     fresh: list[str] = []
     wrong_shape, head_problems, missing, unexpected = [], [], [], []
@@ -327,7 +328,7 @@ def plan_loading(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool
 
     if head_problems or wrong_shape:
         lines = "\n".join(head_problems + wrong_shape)
-        raise ValueError(
+        raise CheckpointRefusedError(
             f"{name}: checkpoint weights have the wrong shape (the label set and task are the checkpoint's):\n"
             f"{lines}\nPass ignore_mismatched_sizes=True to re-initialise them, or num_labels/id2label for a new head."
         )
@@ -338,8 +339,8 @@ def plan_loading(model, state_dict: dict[str, torch.Tensor], *, new_labels: bool
             problems.append(f"in the checkpoint but not in the model (would be ignored): {', '.join(unexpected)}")
         message = f"{name}: weights do not match the checkpoint; " + "; ".join(problems)
         if strict:
-            raise ValueError(message + ". Fix the checkpoint or the config, or pass strict=False to load it with "
-                             "the missing weights freshly initialised.")
+            raise CheckpointRefusedError(message + ". Fix the checkpoint or the config, or pass strict=False to load "
+                                         "it with the missing weights freshly initialised.")
         if unexpected:  # the missing ones are reported once, with every freshly initialised key
             warnings.warn(f"{name}: ignored, in the checkpoint but not in the model: {', '.join(unexpected)}",
                           stacklevel=3)
@@ -393,6 +394,9 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         if not isinstance(config, PreTrainedConfig):
             config, kwargs = cls.config_class.from_pretrained(config if config is not None else path,
                                                               return_unused_kwargs=True, **hub, **kwargs)
+        processor_file = _resolve(path, "preprocessor_config.json", hub)
+        if processor_file:
+            check_preprocessor(json.loads(Path(processor_file).read_text()), processor_file)
         saved_file = _resolve(path, "config.json", hub)
         saved = json.loads(Path(saved_file).read_text()) if saved_file else {}
         saved_labels = saved.get("id2label")
@@ -418,8 +422,8 @@ class HFVisionPreTrainedModel(PreTrainedModel):
         surprise = set(info["missing_keys"]) - set(fresh) - {
             k for k in info["missing_keys"] if any(re.search(p, k) for p in model._keys_to_ignore_on_load_missing or [])}
         if surprise or info["mismatched_keys"]:
-            raise RuntimeError(f"{cls.__name__}: transformers left weights unloaded that the checks passed: "
-                               f"{sorted(surprise) or info['mismatched_keys']}")
+            raise CheckpointRefusedError(f"{cls.__name__}: transformers left weights unloaded that the checks "
+                                         f"passed: {sorted(surprise) or info['mismatched_keys']}")
         if fresh:
             warnings.warn(f"{cls.__name__}: freshly initialised, not loaded from {path}: {', '.join(fresh)}",
                           stacklevel=2)

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_vision.modeling.config_checks import pair
+
 # (predicate on the source model, converter) pairs, filled by the family modules imported below.
 TIMM_CONVERTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Module]]] = []
 TRANSFORMERS_CONVERTERS: dict[str, Callable[[nn.Module], nn.Module]] = {}  # transformers model_type -> converter
@@ -112,8 +114,7 @@ def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
     structural entries stay; those describing timm's released weights (hub id, tag, license, ...) go."""
     from ..data.transforms import PreprocessSpec
 
-    size = config.image_size
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = pair(config.image_size)
     structural = ("architecture", "fixed_input_size", "pool_size", "first_conv", "classifier", "custom_load")
     target.pretrained_cfg = {
         **{k: v for k, v in target.pretrained_cfg.items() if k in structural},
@@ -168,6 +169,29 @@ def fill_strictly(
     return target.eval()
 
 
+class ConversionError(ValueError, RuntimeError):
+    """A source that does not fit our model exactly. A ValueError (bad input) and, for callers of the Swin
+    converter that caught load_state_dict's RuntimeError before the strict loaders were one, a RuntimeError."""
+
+
+def load_strictly(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load a converted state dict into `model` (ours, freshly built) and return it in eval mode: a key of `state`
+    with no place in `model` (unexpected), a parameter of `model` left unfilled (missing), or a shape mismatch
+    raises ConversionError naming them; nothing is dropped or left at random init silently. The one strict loader
+    of the forward direction (`fill_strictly` is the way back)."""
+    own = model.state_dict()
+    unexpected, missing = sorted(set(state) - set(own)), sorted(set(own) - set(state))
+    if missing or unexpected:
+        raise ConversionError(f"{source} does not fit {type(model).__name__}: missing keys {missing}, "
+                              f"unexpected keys {unexpected}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ConversionError(f"{key}: {source} has shape {tuple(value.shape)}, {type(model).__name__} expects "
+                                  f"{tuple(own[key].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
 def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
     """Read a paper's released checkpoint file for the preset `name` (e.g. Google's ViT `.npz`)."""
     for prefix, loader in sorted(OFFICIAL_LOADERS.items(), key=lambda kv: -len(kv[0])):
@@ -178,4 +202,5 @@ def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
 
 from . import mae  # noqa: E402,F401  (registers the MAE converters)
 from . import vit  # noqa: E402,F401  (registers the ViT and R50+ViT hybrid converters)
+from . import vit_npz  # noqa: E402,F401  (registers the loader of Google's ViT / R50+ViT .npz files)
 from . import swin  # noqa: E402,F401  (registers the Swin converters)

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from ..config_checks import (check_choice, check_common, check_divisible, check_positive, check_probability,
-                             check_saved_labels, pair)
+from ..config_checks import (IMAGENET_MEAN, IMAGENET_STD, check_choice, check_common, check_divisible,
+                             check_positive, check_probability, check_saved_labels, pair)
 
 MASK_STRATEGIES = ("random", "block", "grid")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MAEConfig(PretrainedConfig):
@@ -29,7 +27,7 @@ class MAEConfig(PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
-        check_saved_labels(config_dict)
+        config_dict = check_saved_labels(config_dict, overrides=kwargs)
         return super().from_dict(config_dict, **kwargs)
 
     def __init__(
@@ -84,6 +82,7 @@ class MAEConfig(PretrainedConfig):
         self.encoder_mask_tokens = encoder_mask_tokens
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
+        check_saved_labels(kwargs)  # transformers would replace a disagreeing id2label with LABEL_i names
         super().__init__(**kwargs)
         self.validate_mae()
 

@@ -39,7 +39,7 @@ class ViTConfig(PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
-        check_saved_labels(config_dict)
+        config_dict = check_saved_labels(config_dict, overrides=kwargs)
         return super().from_dict(config_dict, **kwargs)
 
     @classmethod
@@ -100,6 +100,7 @@ class ViTConfig(PretrainedConfig):
         self.classifier_norm = classifier_norm
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
+        check_saved_labels(kwargs)  # transformers would replace a disagreeing id2label with LABEL_i names
         super().__init__(**kwargs)
         self.validate_vit()
 
