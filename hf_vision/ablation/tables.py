@@ -103,7 +103,8 @@ def _add(table: Table) -> None:
 _add(Table(
     "vit-pooling", "ViT: class token vs global average pooling, each at a small learning-rate sweep",
     source="ViT appendix D.3, Figure 9 (curves, no table)",
-    setting="ImageNet 5-shot linear accuracy over 7 epochs of training (Figure 9's curves; the model is not named there)",
+    setting="ImageNet 5-shot linear accuracy over 7 epochs of training (Figure 9's curves; the model is not "
+            "named there)",
     claim="both work about equally well once each has its own learning rate (CLS 8e-4, GAP 3e-4; GAP at 8e-4 is "
           "worse)",
     rows=tuple(
