@@ -288,7 +288,7 @@ def test_shift_regions_known_layout():
 @pytest.mark.parametrize("h, w, window, shift", [(8, 8, 4, 2), (8, 12, 4, 2), (14, 14, 7, 3), (6, 9, 3, 1)])
 def test_region_mask_matches_the_models_shift_mask(h, w, window, shift):
     from hf_vision.analysis.swin import region_attention_mask
-    from hf_vision.modeling.swin.modeling_swin import shift_mask
+    from hf_vision.modeling.swin.windows import shift_mask
 
     ours = region_attention_mask(h, w, window, shift)
     np.testing.assert_array_equal(ours, shift_mask(h, w, window, shift).numpy() == 0)

@@ -174,6 +174,7 @@ def test_onednn_linear_matches_f_linear(case, monkeypatch):
 
     monkeypatch.setattr(linear_module, "MIN_ROWS_PER_IMAGE", 1)
     monkeypatch.setattr(linear_module, "_images", images)
+    monkeypatch.setattr(linear_module, "MEASURE", False)  # oneDNN wherever it applies, whatever this CPU prefers
 
     def run(optimize: bool):
         sent.clear()

@@ -11,6 +11,14 @@ from hf_vision.optimize import onednn_linear as linear_module
 from hf_vision.optimize.onednn_linear import Linear, _images, _split, linear
 
 
+@pytest.fixture(autouse=True)
+def always_onednn(monkeypatch):
+    """These tests are about the oneDNN product itself: `Linear` takes it wherever it applies, untimed (the
+    per-machine choice has its own tests below, which turn measuring back on)."""
+    monkeypatch.setattr(linear_module, "MEASURE", False)
+    monkeypatch.setattr(linear_module, "_choices", {})
+
+
 @pytest.fixture
 def threads():
     previous = torch.get_num_threads()
@@ -121,3 +129,45 @@ def test_compiles_without_graph_breaks():
     x = torch.randn(4, 200, 64)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("onednn_faster", [True, False])
+def test_measured_choice_picks_the_faster_kernel_once_per_problem(onednn_faster, monkeypatch, threads):
+    """With MEASURE, `Linear` runs whichever kernel was timed faster for the problem, timing each problem (shape,
+    gradient needs) once; a tie keeps F.linear."""
+    threads(2)
+    timed = []
+
+    def fake_timing(rows, features, out_features, **flags):
+        timed.append((rows, features, out_features, flags))
+        return (1.0, 0.5) if onednn_faster else (1.0, 0.99)  # (F.linear, oneDNN) seconds; 0.99 is within MARGIN
+
+    monkeypatch.setattr(linear_module, "MEASURE", True)
+    monkeypatch.setattr(linear_module, "_time_kernels", fake_timing)
+    layer = Linear(96, 288)
+    x = torch.randn(4, 196, 96)
+    for _ in range(2):
+        with torch.no_grad():
+            ops = _ops(lambda: layer(x))
+        assert ("aten::mkldnn_convolution" in ops) is onednn_faster
+        assert ("aten::addmm" in ops) is not onednn_faster
+    ops = _ops(lambda: layer(x).sum().backward())  # needs the weight's gradient: another problem, timed once
+    assert ("aten::mkldnn_convolution" in ops) is onednn_faster
+    assert [t[3] for t in timed] == [dict(bias=True, grad_input=False, grad_weight=False),
+                                     dict(bias=True, grad_input=False, grad_weight=True)]
+    assert {t[:3] for t in timed} == {(784, 96, 288)}
+    assert set(linear_module.measured_choices().values()) == {onednn_faster}
+
+
+def test_timing_runs_both_kernels_on_fresh_tensors(threads):
+    """The real timer: both kernels, forward and backward, finite times, nothing of the caller's touched."""
+    threads(1)
+    for grads in (False, True):
+        with torch.enable_grad() if grads else torch.no_grad():
+            ops = _count_ops(lambda: linear_module._time_kernels(256, 96, 64, bias=True, grad_input=grads,
+                                                                 grad_weight=grads))
+        assert ops.get("aten::mkldnn_convolution", 0) >= 1 + linear_module.TIMED_CALLS
+        assert ops.get("aten::addmm", 0) >= 1 + linear_module.TIMED_CALLS
+        assert (ops.get("aten::convolution_backward", 0) > 0) is grads
+    seconds = linear_module._time_kernels(256, 96, 64, bias=False, grad_input=False, grad_weight=True)
+    assert all(0 < t < 10 for t in seconds)

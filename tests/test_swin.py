@@ -11,7 +11,7 @@ import transformers
 
 import hf_vision
 from hf_vision.presets import PRESETS
-from hf_vision.modeling.swin.modeling_swin import (
+from hf_vision.modeling.swin.windows import (
     MASK_VALUE,
     permute_tokens,
     shift_mask,

@@ -17,7 +17,6 @@ from torch import nn
 
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
 from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
-from hf_vision.modeling.vit.configuration_vit import ViTConfig
 
 from . import OFFICIAL_LOADERS, TO_TIMM, TO_TRANSFORMERS, TRANSFORMERS_CONVERTERS
 from . import KeySource, assemble, fill_strictly, load_strictly, rebase, timm_pretrained_cfg
@@ -153,8 +152,8 @@ def to_transformers(model: nn.Module) -> nn.Module:
 
 
 def timm_encoder_args(config: MAEConfig, *, global_pool: str) -> tuple[str, dict[str, Any]]:
-    """timm ViT arguments for our MAE encoder, through the ViT view of an MAE config (ENCODER_SOURCES)."""
-    vit = ViTConfig(**{**ViTConfig.encoder_config_dict(config.to_dict()), "num_labels": 0})
+    """timm ViT arguments for our MAE encoder, through the ViT config it exports (MAEConfig.vit_config)."""
+    vit = config.vit_config(num_labels=0)
     if global_pool not in ("token", "avg"):
         raise ValueError(f"global_pool={global_pool!r} is not supported; accepted: 'token', 'avg'")
     vit.pooling, vit.fc_norm = ("cls" if global_pool == "token" else "gap"), False

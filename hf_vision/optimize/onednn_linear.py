@@ -10,7 +10,11 @@ oneDNN's weight gradient of that convolution is slow for few rows (100-160 GFLOP
 encoder sees 8 x 50 of them), so there `_FewRowsLinear` computes it as a second forward convolution with the
 rows as input channels (x^T g, 170-330 GFLOP/s; MAE's training step 3% faster). The arithmetic is the same
 fp32 product; results differ from sgemm only in summation order (~1e-7 relative). Where MKL already runs
-AVX-512 kernels (Intel CPUs) the gap should be small; we have not measured one. `ENABLED = False` turns it off.
+AVX-512 kernels (Intel CPUs) sgemm can win: on a 2-core Intel Xeon (AVX-512) the optimized ViT-B/16 training
+step was ~25% slower than the plain one. So the swapped `Linear` does not assume: for each problem (rows, sizes,
+bias, whether gradients are needed, threads) it times both kernels once per process on random data of that
+shape (`prefers_onednn`, cached) and keeps oneDNN only where it is clearly faster (`MARGIN`). `ENABLED = False`
+turns oneDNN off; `MEASURE = False` uses it wherever it applies without timing (tests, `linear` itself always does).
 
 PyTorch sends a 1x1 convolution to oneDNN only for "large" problems (several threads, or a batch of at
 least 16 images, and more than 20480 input elements); `_images` picks a layout that qualifies, and small or
@@ -20,6 +24,7 @@ The state dict is `nn.Linear`'s (weight (out, in), bias (out,)); only the kernel
 """
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import torch
@@ -27,6 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 ENABLED = True  # False: every Linear computes with F.linear (e.g. to reproduce sgemm's rounding exactly)
+MEASURE = True  # False: `Linear` uses oneDNN wherever it applies, without timing it against F.linear first
+MARGIN = 0.05  # oneDNN must be this much faster (fraction of F.linear's time) to be chosen: ties keep F.linear
+TIMED_CALLS = 3  # per kernel, interleaved, after one untimed call each; the best is compared
 MIN_ELEMENTS = 20480  # PyTorch sends 1x1 convolutions with fewer input elements to its own (slower) kernel
 MIN_IMAGES = 16  # ... and, with one thread, 1x1 convolutions over fewer images
 MIN_ROWS_PER_IMAGE = 4  # (n, K, 1, 1) layouts are slow in oneDNN: keep a few rows per image
@@ -121,8 +129,70 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
 
 
+_choices: dict[tuple, bool] = {}  # problem key -> oneDNN measured faster (see `prefers_onednn`)
+
+
+def _time_kernels(rows: int, features: int, out_features: int, *, bias: bool, grad_input: bool,
+                  grad_weight: bool) -> tuple[float, float]:
+    """Best seconds of (F.linear, `linear`) on random data of this shape: forward, plus backward when gradients
+    are needed (oneDNN's gradients are other kernels too). Fresh tensors only: nothing of the caller's is touched."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, features, generator=gen).requires_grad_(grad_input)
+    w = (torch.randn(out_features, features, generator=gen) * features**-0.5).requires_grad_(grad_weight)
+    b = torch.zeros(out_features).requires_grad_(grad_weight) if bias else None
+    inputs = [t for t in (x, w, b) if t is not None and t.requires_grad]
+    grad = torch.randn(rows, out_features, generator=gen)
+
+    def call(fn) -> float:
+        start = time.perf_counter()
+        out = fn(x, w, b)
+        if inputs:
+            torch.autograd.grad(out, inputs, grad)
+        return time.perf_counter() - start
+
+    best = [float("inf"), float("inf")]
+    for i in range(TIMED_CALLS + 1):
+        for k, fn in enumerate((F.linear, linear)):
+            seconds = call(fn)
+            if i:  # the first call of each warms caches and oneDNN's JIT
+                best[k] = min(best[k], seconds)
+    return best[0], best[1]
+
+
+def prefers_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether `Linear` should compute this call with oneDNN: it applies (see `onednn_applies`, `_images`) and, with
+    `MEASURE`, it was measured clearly faster than F.linear for this problem on this machine (timed on the first
+    call of each problem, once per process; later calls read the cache)."""
+    features = x.shape[-1]
+    rows = x.numel() // features if features else 0
+    if not rows or not onednn_applies(x, weight) or _images(rows, features) is None:
+        return False
+    if not MEASURE:
+        return True
+    needs_grad = torch.is_grad_enabled()
+    grad_weight = needs_grad and (weight.requires_grad or (bias is not None and bias.requires_grad))
+    grad_input = needs_grad and x.requires_grad
+    key = (rows, features, weight.shape[0], bias is not None, grad_input, grad_weight, torch.get_num_threads())
+    choice = _choices.get(key)
+    if choice is None:
+        with torch.enable_grad() if (grad_input or grad_weight) else torch.no_grad():
+            plain, onednn = _time_kernels(rows, features, weight.shape[0], bias=bias is not None,
+                                          grad_input=grad_input, grad_weight=grad_weight)
+        choice = _choices[key] = onednn < (1.0 - MARGIN) * plain
+    return choice
+
+
+def measured_choices() -> dict[tuple, bool]:
+    """A copy of the per-problem decisions so far: (rows, in, out, bias, grad_input, grad_weight, threads) ->
+    oneDNN chosen. For reports and tests."""
+    return dict(_choices)
+
+
 class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, same state dict) computed by `linear`."""
+    """`nn.Linear` (same parameters, same state dict) computed by `linear` where that is faster (`prefers_onednn`),
+    else by F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        if prefers_onednn(x, self.weight, self.bias):
+            return linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)

@@ -23,17 +23,36 @@ def eager_attention(
     attention_mask: torch.Tensor | None,
     scaling: float | None = None,
     dropout: float = 0.0,
+    groups: int | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, heads, N, d) x3 -> output (B, N, heads, d) and weights (B, heads, N, N), transformers' contract."""
+    """(B, heads, N, d) x3 -> output (B, N, heads, d) and weights (B, heads, N, M), transformers' contract.
+
+    `groups=G`: the batch is B/G images of G windows each (Swin). The mask is then per window, (G | 1, heads | 1,
+    N, M), broadcast over the images instead of copied to batch size, and the weights come back as
+    (B/G, G, heads, N, M): the tensor the product reads (through a view), so `retain_grad()` on it works.
+    """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query * scaling, key.transpose(-2, -1))
+    scores = torch.matmul(query * scaling, key.transpose(-2, -1))  # (B, heads, N, M)
+    if groups is not None:
+        scores = scores.unflatten(0, (-1, groups))  # (B, heads, N, M) -> (B/G, G, heads, N, M)
     if attention_mask is not None:
         scores = scores + attention_mask
     weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    # (B/G, G, heads, N, M) -> (B, heads, N, M): a view, so the returned weights are the ones used
+    used = weights.flatten(0, 1) if groups is not None else weights
     # (B, heads, N, d) -> (B, N, heads, d)
-    return torch.matmul(weights, value).transpose(1, 2), weights
+    return torch.matmul(used, value).transpose(1, 2), weights
+
+
+def batch_bias(attn_bias: torch.Tensor | None, batch: int, groups: int | None) -> torch.Tensor | None:
+    """A per-window bias (G, heads | 1, N, M) repeated for every image: (batch = images*G, heads | 1, N, M), as
+    fused kernels need; a bias that already broadcasts (one row, or none) is returned as it is."""
+    if attn_bias is None or groups is None or attn_bias.shape[0] == 1:
+        return attn_bias
+    # (G, h, N, M) -> (images, G, h, N, M) -> (images*G, h, N, M): window-major within each image
+    return attn_bias.expand(batch // groups, *attn_bias.shape).flatten(0, 1)
 
 
 class Attention(nn.Module):
@@ -61,9 +80,11 @@ class Attention(nn.Module):
         attn_implementation: str = "sdpa",
         output_attentions: bool = False,
         num_queries: int | None = None,
+        groups: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`num_queries`: only the first that many tokens attend and are returned (all tokens are still keys and
-        values); the classifier's last block needs just the class token. `attn_bias` rows are cut to match."""
+        values); the classifier's last block needs just the class token. `attn_bias` rows are cut to match.
+        `groups`: x holds windows, `groups` per image, and `attn_bias` is per window (see `eager_attention`)."""
         b, n, c = x.shape
         # (B, N, 3*C) -> 3 x (B, N, heads, head_dim) -> 3 x (B, heads, N, head_dim). Unbinding before the
         # transpose (rather than permuting to (3, B, heads, N, d) first) lets backward stack the three gradients
@@ -77,15 +98,19 @@ class Attention(nn.Module):
         impl = "eager" if output_attentions else (attn_implementation or "sdpa")
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager_attention)
         dropout = self.attn_drop if self.training else 0.0
-        if attention is sdpa_attention_forward:
+        if attention is eager_attention:
+            out, weights = eager_attention(self, q, k, v, attn_bias, scaling=self.scaling, dropout=dropout,
+                                           groups=groups)
+        elif attention is sdpa_attention_forward:
             # transformers' own sdpa wrapper, minus its decoder-only bookkeeping: same kernel, same result.
             # (B, heads, N, head_dim) -> (B, N, heads, head_dim); the CPU/CUDA kernels already lay it out this way
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_bias, dropout_p=dropout, scale=self.scaling
+                q, k, v, attn_mask=batch_bias(attn_bias, b, groups), dropout_p=dropout, scale=self.scaling
             ).transpose(1, 2)
             weights = None
         else:
-            out, weights = attention(self, q, k, v, attn_bias, scaling=self.scaling, dropout=dropout)
+            out, weights = attention(self, q, k, v, batch_bias(attn_bias, b, groups), scaling=self.scaling,
+                                     dropout=dropout)
         # (B, N, heads, head_dim) -> (B, N, C)
         out = self.proj_drop(self.proj(out.reshape(b, n_out, c)))
         return out, (weights if output_attentions else None)
