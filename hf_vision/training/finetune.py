@@ -124,10 +124,9 @@ def build_classifier(name: str | None, *, labels: dict[str, Any], overrides: dic
                      default: dict[str, Any] | None = None):
     """A classification model with `labels` (num_labels, id2label, label2id); see the module docstring. Without a
     name: `default` (a recipe's MODEL: a preset plus config fields), else the demo recipe's small ViT."""
-    from transformers import AutoModelForImageClassification
-
     from ..hub import from_pretrained
     from ..presets import PRESETS, get_config
+    from transformers import AutoModelForImageClassification
 
     from hf_vision.modeling.mae.configuration_mae import MAEConfig
     from hf_vision.modeling.vit.configuration_vit import ViTConfig

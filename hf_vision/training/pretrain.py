@@ -126,10 +126,9 @@ def resolve_args(args: PretrainArguments) -> PretrainArguments:
 # --------------------------------------------------------------------------------------------------- building
 def build_mae(name: str | None, overrides: dict[str, Any], default: dict[str, Any] | None = None):
     """A preset, a checkpoint folder or Hub name, or (name None) the recipe's `default` model."""
+    from ..presets import PRESETS, get_config, preset_names
     from hf_vision.modeling.mae.configuration_mae import MAEConfig
     from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining
-
-    from ..presets import PRESETS, get_config, preset_names
 
     if name is None:
         fields_ = dict(default or load_recipe("pretrain", "demo").model)
