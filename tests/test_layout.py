@@ -108,14 +108,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("io", ("hf_vision.data", "hf_vision.convert", "hf_vision.model_card", "hf_vision.hub", "hf_vision.publish")),
     ("analysis", ("hf_vision.analysis",)),  # the papers' figures; pre-training draws its reconstruction grid with it
     ("training", ("hf_vision.training",)),
-    ("tools", ("hf_vision.benchmark", "hf_vision.quickstart")),
+    ("tools", ("hf_vision.benchmark", "hf_vision.quickstart", "hf_vision.ablation")),
 )
 # The package root re-exports the public API; it sits above every layer and nothing inside hf_vision imports it.
 ROOT_PACKAGE = "hf_vision"
 # Entry modules of one layer that must not lean on each other: what they share lives in a module below them.
 PEERS = (("hf_vision.training.pretrain", "hf_vision.training.finetune"),)
 # What `import hf_vision` must not pull in (each costs seconds or belongs to a job, not to loading a model).
-NOT_ON_IMPORT = ("hf_vision.training", "hf_vision.analysis", "hf_vision.benchmark", "matplotlib", "timm",
+NOT_ON_IMPORT = ("hf_vision.training", "hf_vision.analysis", "hf_vision.benchmark", "hf_vision.ablation", "matplotlib", "timm",
                  "datasets", "sklearn")
 
 
@@ -172,6 +172,7 @@ def test_every_hf_vision_module_has_a_layer():
 @pytest.mark.parametrize("name", sorted(n for n in HF_VISION if n != ROOT_PACKAGE))
 def test_hf_vision_imports_only_its_own_layer_and_lower(name):
     own = _layer(name)
+    assert own is not None, f"place {name} in tests/test_layout.py LAYERS"
     for target in sorted(_hf_vision_imports(name)):
         assert target != ROOT_PACKAGE, f"{name} imports the package root (import from the module that defines it)"
         layer = _layer(target)
