@@ -115,8 +115,8 @@ ROOT_PACKAGE = "hf_vision"
 # Entry modules of one layer that must not lean on each other: what they share lives in a module below them.
 PEERS = (("hf_vision.training.pretrain", "hf_vision.training.finetune"),)
 # What `import hf_vision` must not pull in (each costs seconds or belongs to a job, not to loading a model).
-NOT_ON_IMPORT = ("hf_vision.training", "hf_vision.analysis", "hf_vision.benchmark", "hf_vision.ablation", "matplotlib", "timm",
-                 "datasets", "sklearn")
+NOT_ON_IMPORT = ("hf_vision.training", "hf_vision.analysis", "hf_vision.benchmark", "hf_vision.ablation",
+                 "matplotlib", "timm", "datasets", "sklearn")
 
 
 def _module_name(path: Path) -> str:
