@@ -22,7 +22,8 @@ def test_registering_families_again_keeps_one_entry_each():
 
 
 def test_model_class_names_the_registered_classes():
-    assert auto.model_class(hf_vision.ViTConfig, "AutoModelForImageClassification") is hf_vision.ViTForImageClassification
+    found = auto.model_class(hf_vision.ViTConfig, "AutoModelForImageClassification")
+    assert found is hf_vision.ViTForImageClassification
     with pytest.raises(ValueError, match="AutoModelForImageClassification.*MAEConfig"):
         auto.model_class(hf_vision.MAEConfig, "AutoModelForImageClassification")
 

@@ -1,9 +1,9 @@
 """Conversion between our models and timm, transformers and the papers' official releases.
 
-The registries below say which converter handles what; `_fill_registries` (at the end) is the one place that
-fills them, from the family modules, which only define converters. The entry points dispatch on what they are given. The way
-back (`to_timm`, `to_transformers`) reuses each family's key map in reverse: it builds the other library's model,
-asks the map which of our tensors fills each of its keys, and loads the result strictly (`fill_strictly`).
+The registries below say which converter handles what; `_fill_registries` (at the end) is the one place that fills
+them, from the family modules, which only define converters. The entry points dispatch on what they are given. The
+way back (`to_timm`, `to_transformers`) reuses each family's key map in reverse: it builds the other library's
+model, asks the map which of our tensors fills each of its keys, and loads the result strictly (`fill_strictly`).
 """
 from __future__ import annotations
 
@@ -213,7 +213,8 @@ def _fill_registries() -> None:
     TIMM_CONVERTERS[:] = [(vit._is_timm_vit, vit.convert_timm_vit), (swin._is_timm_swin, swin.from_timm_swin)]
     TRANSFORMERS_CONVERTERS.update(
         {"vit": vit.convert_transformers_vit, "vit_mae": mae.from_transformers, "swin": swin.from_transformers_swin})
-    OFFICIAL_LOADERS.update({"vit-": vit_npz.load_official_vit, "mae-": mae.load_official, "swin-": swin.load_official_swin})
+    OFFICIAL_LOADERS.update(
+        {"vit-": vit_npz.load_official_vit, "mae-": mae.load_official, "swin-": swin.load_official_swin})
     for classes, to_timm_fn, to_transformers_fn in (
         ((ViTModel, ViTForImageClassification), vit.to_timm_vit, vit.to_transformers_vit),
         ((MAEModel, MAEForPreTraining), mae.to_timm, mae.to_transformers),
