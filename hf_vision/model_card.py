@@ -16,6 +16,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .modeling.config_checks import pair
+
 LIBRARY_NAME = "transformers"  # our checkpoints load through transformers (remote code or registered classes)
 OUR_CARD_TAG = "hf-vision"  # marks a card this package built (kept as is on upload)
 UNPUBLISHED_LOCATION = "path/to/checkpoint"  # a card written before its push names this; the push fills the repo id
@@ -197,8 +199,8 @@ def _architecture_rows(config: dict[str, Any], family: Family, preset: str | Non
     rows.append(("Architecture", ", ".join(config.get("architectures") or []) or "n/a"))
     if num_parameters is not None:
         rows.append(("Parameters", f"{num_parameters / 1e6:.2f} M ({num_parameters:,})"))
-    size = config.get("image_size")
-    rows.append(("Resolution", f"{size[0]}x{size[1]}" if isinstance(size, (list, tuple)) else f"{size}x{size}"))
+    height, width = pair(config.get("image_size"))
+    rows.append(("Resolution", f"{height}x{width}"))
     for key, label in (("patch_size", "Patch size"), ("window_size", "Window size"), ("hidden_size", "Width"),
                        ("embed_dim", "Embedding width"), ("num_hidden_layers", "Layers"), ("depths", "Stage depths"),
                        ("num_attention_heads", "Heads"), ("num_heads", "Heads per stage"),
@@ -271,8 +273,7 @@ def build_model_card(
 def _body(config, family, name, repo_id, preset, num_parameters, base_model, datasets, eval_dataset, eval_split,
           results, train_stats, training_args, pipeline_tag, description, local_data) -> str:
     where = repo_id or UNPUBLISHED_LOCATION
-    size = config.get("image_size") or 224
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = pair(config.get("image_size") or 224)
     papers = ", ".join(f"[arXiv:{a}](https://arxiv.org/abs/{a})" for a in family.arxiv)
     floor = min_transformers_version()
     requirement = f"transformers>={floor}" if floor else "transformers"

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+from .auto import model_class
 from .presets import PRESETS, get_config
 
 
@@ -23,8 +24,7 @@ def _sample_image() -> Image.Image:
 
 def run(preset: str, output_dir: str | Path) -> dict[str, float]:
     config = get_config(preset)
-    model_cls = next(cls for cfg, models in __import__("hf_vision").auto.FAMILIES if cfg is type(config)
-                     for name, cls in models.items() if name == "AutoModelForImageClassification")
+    model_cls = model_class(type(config), "AutoModelForImageClassification")
     torch.manual_seed(0)
     model = model_cls(config).eval()
     params = sum(p.numel() for p in model.parameters()) / 1e6

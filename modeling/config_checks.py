@@ -8,6 +8,16 @@ from .requirements import require_transformers
 
 require_transformers()  # every config and model file imports this module: fail early and clearly on an old transformers
 
+# torchvision's ImageNet statistics: the default image_mean/image_std of the families trained on ImageNet (MAE, Swin)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CheckpointRefusedError(Exception):
+    """A checkpoint that would load silently wrong (damaged weights, a head that does not fit, preprocessing that can
+    only yield NaN). Deliberately neither ValueError nor RuntimeError: transformers' `pipeline()` catches those and
+    retries with the next candidate class, which for our class names is transformers' own model, every weight random."""
+
 
 def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     choices = tuple(choices)
@@ -56,9 +66,31 @@ def check_finite_positive(field: str, values: Iterable[float]) -> None:
             raise ValueError(f"{field}={list(values)!r} must hold finite positive numbers (it divides the pixels)")
 
 
-def check_saved_labels(config_dict: dict) -> None:
-    """A config.json whose `num_labels` and `id2label` disagree is refused rather than silently resolved."""
+def check_saved_labels(config_dict: dict, *, overrides: dict | None = None) -> dict:
+    """A config (saved or constructed) whose `num_labels` and `id2label` disagree is refused rather than silently
+    resolved: transformers keeps the count and renames the labels LABEL_i, dropping the caller's names."""
     count, id2label = config_dict.get("num_labels"), config_dict.get("id2label")
     if count is not None and id2label and count != len(id2label):
         raise ValueError(f"num_labels={count} disagrees with id2label ({len(id2label)} entries); accepted: "
                          "num_labels equal to the number of id2label entries, or only one of the two")
+    new_count = (overrides or {}).get("num_labels")
+    if new_count is not None and "id2label" not in overrides and id2label and new_count != len(id2label):
+        # from_pretrained(..., num_labels=N): a new label set, which the saved names cannot describe
+        config_dict = {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
+    return config_dict
+
+
+def check_preprocessor(processor: dict, source: str) -> None:
+    """A preprocessor_config.json shipped with the weights is part of the checkpoint: a zero, negative or non-finite
+    std (or a non-finite mean) can only turn every input into inf/NaN, so loading the model refuses it."""
+    for field in ("image_std", "image_mean"):
+        values = processor.get(field)
+        if values is None:
+            continue
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        finite = all(isinstance(v, (int, float)) and abs(v) < float("inf") for v in values)
+        if field == "image_std" and not (finite and all(v > 0 for v in values)):
+            raise CheckpointRefusedError(
+                f"{field}={values!r} in {source} must hold finite positive numbers (it divides the pixels)")
+        if not finite:
+            raise CheckpointRefusedError(f"{field}={values!r} in {source} must hold finite numbers")

@@ -10,7 +10,7 @@
     python scripts/benchmark.py --data        # data pipeline: decode + augment img/s per core vs run_mae.py
 
 Prints, per suite, medians (with min-max spread), GFLOPs per image, utilisation of the measured GEMM peak and
-the ratios ours/reference; see hf_vision/benchmark.py for what is measured and how.
+the ratios ours/reference; see hf_vision/benchmark/ (its __init__) for what is measured and how.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _data(args: argparse.Namespace) -> None:
-    from hf_vision.data.benchmark import format_data_table, run_data_benchmark
+    from hf_vision.benchmark.pipeline import format_data_table, run_data_benchmark
 
     long_side = tuple(int(v) for v in args.data_long_side.split(","))
     report = run_data_benchmark(size=args.data_size, num_images=args.data_images, repeats=args.repeats,

@@ -5,8 +5,9 @@
         --dataset <hub name or folder> --per_device_batch_size 256 --checkpointing_steps 1000 --output_dir out
     torchrun --nproc_per_node 2 scripts/pretrain_mae.py ...   # two processes (without a GPU: CPU, gloo)
 
-Resume: add --resume_from_checkpoint latest (or a checkpoint path). All options: --help, or
-hf_vision.training.pretrain.PretrainArguments.
+Settings left unset come from a recipe file: --recipe demo (the default; hf_vision/recipes/pretrain_demo.py)
+or --recipe mae (the paper's ViT-B/16 recipe); flags override it. Resume: add --resume_from_checkpoint latest (or a
+checkpoint path). All options: --help, or hf_vision.training.pretrain.PretrainArguments.
 """
 from __future__ import annotations
 

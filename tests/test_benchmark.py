@@ -265,3 +265,10 @@ def test_bad_arguments_raise():
 def test_parse_overrides_types():
     assert benchmark.parse_overrides(["hidden_size=32,pooling=gap", "qkv_bias=false"]) == {
         "hidden_size": 32, "pooling": "gap", "qkv_bias": False}
+
+
+def test_parse_overrides_takes_python_and_json_literals():
+    """One parser for every script's overrides: Python or JSON literals, commas inside brackets kept."""
+    assert benchmark.parse_overrides(["depths=[1,2],image_mean=(0.5, 0.5),pooling=gap", "qkv_bias=True,x=null",
+                                      "pooling=cls"]) == {
+        "depths": [1, 2], "image_mean": (0.5, 0.5), "pooling": "cls", "qkv_bias": True, "x": None}

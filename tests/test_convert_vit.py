@@ -355,3 +355,15 @@ def test_load_official_checks_the_preset_and_keeps_a_new_head(tmp_path):
     x = _images(32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fresh.vit(x).pooler_output, source.vit(x).pooler_output, atol=1e-5, rtol=1e-5)
+
+
+def test_load_strictly_names_what_does_not_fit():
+    """The one strict loader of every forward converter: unplaced, unfilled and misshapen tensors are errors."""
+    model = torch.nn.Linear(3, 2)
+    good = {"weight": torch.ones(2, 3), "bias": torch.zeros(2)}
+    assert convert.load_strictly(model, good, "src") is model and not model.training
+    torch.testing.assert_close(model.weight, torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"src does not fit Linear: missing keys \['bias'\], unexpected keys \['w'\]"):
+        convert.load_strictly(model, {"weight": torch.ones(2, 3), "w": torch.ones(1)}, "src")
+    with pytest.raises(RuntimeError, match=r"weight: src has shape \(3, 2\), Linear expects \(2, 3\)"):
+        convert.load_strictly(model, {**good, "weight": torch.ones(3, 2)}, "src")

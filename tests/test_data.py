@@ -257,7 +257,7 @@ def test_stream_resume_is_exact(tmp_path, num_workers):
 
 
 def test_data_benchmark_runs_and_compares(tmp_path):
-    from hf_vision.data.benchmark import format_data_table, reference_pipeline, run_data_benchmark, sample_jpegs
+    from hf_vision.benchmark.pipeline import format_data_table, reference_pipeline, run_data_benchmark, sample_jpegs
 
     images = sample_jpegs(3, long_side=(100, 140))
     assert all(Image.open(io.BytesIO(d)).format == "JPEG" for d in images)

@@ -568,7 +568,7 @@ def test_missing_weight_is_named(tmp_path):
     removed = sorted(k for k in weights if k.endswith("fc2.weight"))[-1]  # the last block's MLP output weight
     del weights[removed]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match="missing") as error:
+    with pytest.raises(hf_vision.CheckpointRefusedError, match="missing") as error:
         hf_vision.ViTForImageClassification.from_pretrained(tmp_path)
     assert removed in str(error.value)
     with pytest.warns(UserWarning, match=removed.replace(".", r"\.")):
@@ -580,13 +580,13 @@ def test_unexpected_weight_is_named(tmp_path):
     weights = load_file(tmp_path / "model.safetensors")
     weights["vit.extra_projection.weight"] = torch.zeros(3, 3)
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"not in the model.*vit\.extra_projection\.weight"):
+    with pytest.raises(hf_vision.CheckpointRefusedError, match=r"not in the model.*vit\.extra_projection\.weight"):
         hf_vision.from_pretrained(tmp_path)
 
 
 def test_wrong_shape_names_tensor_and_both_shapes(tmp_path):
     _tiny_classifier().save_pretrained(tmp_path)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(hf_vision.CheckpointRefusedError) as error:
         hf_vision.from_pretrained(tmp_path, intermediate_size=48)
     message = str(error.value)
     assert "mlp.fc1.weight" in message and "(64, 32)" in message and "(48, 32)" in message
@@ -618,7 +618,7 @@ def test_partial_head_is_an_error(tmp_path):
     weights = load_file(tmp_path / "model.safetensors")
     del weights["classifier.bias"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match="classifier.bias"):
+    with pytest.raises(hf_vision.CheckpointRefusedError, match="classifier.bias"):
         hf_vision.from_pretrained(tmp_path)
 
 

@@ -109,7 +109,7 @@ def _fresh_warnings(caught) -> list[str]:
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("case", DAMAGED)
 def test_damaged_checkpoint_is_refused(checkpoints, case, entry):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(hf_vision.CheckpointRefusedError) as error:
         ENTRIES[entry](checkpoints[case])
     for part in DAMAGED[case][1]:
         assert part in str(error.value), (part, str(error.value))
@@ -169,8 +169,8 @@ _ISOLATED = textwrap.dedent(
         try:
             AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)
             refused = None
-        except ValueError as error:
-            refused = str(error)
+        except Exception as error:  # the type is checked below: it must not be one that pipeline() swallows
+            refused = f"{type(error).__name__}: {error}"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             extra = {"num_labels": 5} if name == "intact" else opt_in.get(name)
@@ -188,6 +188,7 @@ _ISOLATED = textwrap.dedent(
 
 def test_remote_code_applies_the_policy(checkpoints, tmp_path):
     folders = {name: str(path) for name, path in checkpoints.items()}
+    folders["zero_std_processor"] = str(_with_processor(checkpoints["intact"], tmp_path / "std", image_std=[0.5, 0, 0.5]))
     opt_in = {name: flags for name, (flags, _) in OPT_IN.items()}
     result = subprocess.run(
         isolated_command(_ISOLATED, json.dumps(folders), json.dumps(opt_in)),
@@ -200,12 +201,13 @@ def test_remote_code_applies_the_policy(checkpoints, tmp_path):
     assert report["intact"]["refused"] is None
     assert len(report["intact"]["fresh"]) == 1 and HEAD_W in report["intact"]["fresh"][0]
     for name, (_, parts) in DAMAGED.items():
-        assert report[name]["refused"] is not None, name
+        assert (report[name]["refused"] or "").startswith("CheckpointRefusedError: "), (name, report[name])
         for part in parts:
             assert part in report[name]["refused"], (name, part)
         if name in OPT_IN:
             assert report[name]["loaded"].startswith("transformers_modules"), report[name]
             assert len(report[name]["fresh"]) == (1 if OPT_IN[name][1] else 0), report[name]
+    assert "image_std" in (report["zero_std_processor"]["refused"] or ""), report["zero_std_processor"]
 
 
 # Config fields that can only produce NaN or a silent mismatch: refused at construction and at from_pretrained of
@@ -274,3 +276,61 @@ def test_processor_with_zero_std_is_refused(checkpoints, tmp_path):
         PreprocessSpec.from_processor(AutoImageProcessor.from_pretrained(folder))
     with pytest.raises(ValueError, match="image_std"):
         PreprocessSpec((32, 32), (0.5, 0.5, 0.5), (0.5, 0.5))
+
+
+@pytest.mark.parametrize("config_class", ["ViTConfig", "HybridConfig", "MAEConfig", "SwinConfig"])
+def test_constructed_config_with_disagreeing_labels_is_refused(config_class):
+    # transformers alone keeps num_labels and renames the labels LABEL_0.., silently dropping the caller's names
+    with pytest.raises(ValueError, match=r"num_labels=3 disagrees with id2label \(2 entries\)"):
+        getattr(hf_vision, config_class)(num_labels=3, id2label={0: "cat", 1: "dog"})
+    config = getattr(hf_vision, config_class)(id2label={0: "cat", 1: "dog"})
+    assert config.num_labels == 2 and config.id2label[1] == "dog"
+
+
+def _with_processor(source, folder, **fields):
+    import shutil
+
+    shutil.copytree(source, folder)
+    saved = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**saved, **fields}))
+    return folder
+
+
+BAD_PROCESSORS = {
+    "std_zero": {"image_std": [0.5, 0.0, 0.5]},
+    "std_negative": {"image_std": [0.5, -0.5, 0.5]},
+    "std_inf": {"image_std": [0.5, float("inf"), 0.5]},
+    "mean_nan": {"image_mean": [0.5, float("nan"), 0.5]},
+}
+
+
+def _pipeline_entry(path):
+    from transformers import pipeline
+
+    return pipeline("image-classification", model=str(path))
+
+
+@pytest.mark.parametrize("entry", [*ENTRIES, "pipeline"])
+@pytest.mark.parametrize("case", BAD_PROCESSORS)
+def test_checkpoint_with_a_nan_making_processor_is_refused(checkpoints, tmp_path, case, entry):
+    """The weights are fine, but the preprocessing shipped beside them can only yield inf/NaN inputs."""
+    folder = _with_processor(checkpoints["intact"], tmp_path / "edited", **BAD_PROCESSORS[case])
+    load = _pipeline_entry if entry == "pipeline" else ENTRIES[entry]
+    field = next(iter(BAD_PROCESSORS[case]))
+    with pytest.raises(hf_vision.CheckpointRefusedError,
+                       match=rf"{field}=.* in .*preprocessor_config.json must hold finite"):
+        load(folder)
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_pipeline_refuses_a_damaged_checkpoint_instead_of_falling_back(checkpoints, case):
+    """pipeline() retries the next candidate class on ValueError/RuntimeError/OSError/TypeError; for our class names
+    that is transformers' own ViT with every weight random. Our refusal must stop it."""
+    with pytest.raises(hf_vision.CheckpointRefusedError) as error:
+        _pipeline_entry(checkpoints[case])
+    for part in DAMAGED[case][1]:
+        assert part in str(error.value), (part, str(error.value))
+
+
+def test_refusal_is_not_an_exception_type_that_pipeline_retries_past():
+    assert not issubclass(hf_vision.CheckpointRefusedError, (OSError, ValueError, TypeError, RuntimeError))

@@ -11,6 +11,7 @@ import hf_vision
 from hf_vision import MAEConfig, MAEForPreTraining, MAEModel, ViTForImageClassification, ViTModel
 from hf_vision.training.param_groups import freeze_except_last_blocks, param_groups
 from hf_vision.modeling.mae.modeling_mae import masking_from_scores
+from hf_vision.modeling.vit.configuration_vit import ViTEncoderConfig
 
 from .cases import tiny_mae, tiny_vit
 
@@ -327,6 +328,61 @@ def test_handoff_linear_probe_matches_encoder(tmp_path):
     encoder.load_state_dict(mae.vit.state_dict())
     expected = encoder.eval()(pixels, order).last_hidden_state
     torch.testing.assert_close(probe.eval().vit(pixels).last_hidden_state, expected, atol=1e-5, rtol=1e-5)
+
+
+# An MAE config.json as hf-vision wrote it before MAEConfig took its encoder fields from ViTEncoderConfig.
+SAVED_BEFORE_VIT_FIELDS = {
+    "architectures": ["MAEForPreTraining"], "attention_probs_dropout_prob": 0.0, "decoder_hidden_size": 16,
+    "decoder_intermediate_size": 32, "decoder_num_attention_heads": 2, "decoder_num_hidden_layers": 2,
+    "drop_path_rate": 0.0, "encoder_mask_tokens": False, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+    "hidden_size": 32, "image_mean": [0.485, 0.456, 0.406], "image_size": 32, "image_std": [0.229, 0.224, 0.225],
+    "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-06, "mask_ratio": 0.75,
+    "mask_strategy": "random", "model_type": "hfv_mae", "norm_pix_loss": False, "num_attention_heads": 4,
+    "num_channels": 3, "num_hidden_layers": 2, "patch_size": 8, "qkv_bias": True, "transformers_version": "5.24.0",
+}
+
+
+def test_config_saved_in_the_old_format_still_loads(tmp_path):
+    import json
+
+    import transformers
+
+    mae = MAEForPreTraining(tiny_mae()).eval()
+    mae.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(SAVED_BEFORE_VIT_FIELDS))
+    config = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert type(config) is MAEConfig and isinstance(config, ViTEncoderConfig)
+    assert (config.hidden_size, config.decoder_hidden_size, config.mask_ratio) == (32, 16, 0.75)
+    loaded = MAEForPreTraining.from_pretrained(tmp_path).eval()
+    pixels, noise = _inputs()
+    torch.testing.assert_close(loaded(pixels, noise).logits, mae(pixels, noise).logits, atol=0, rtol=0)
+    model, info = ViTForImageClassification.from_pretrained(tmp_path, num_labels=3, output_loading_info=True)
+    assert type(model.config) is hf_vision.ViTConfig and model.config.pooling == "gap"
+    assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias", "vit.fc_norm.weight", "vit.fc_norm.bias"}
+
+
+def test_one_exporter_gives_the_classifier_config():
+    """MAE fine-tuning's classifier: the encoder's fields, average pooling, a learned table; overrides win."""
+    config = tiny_mae(drop_path_rate=0.1, image_size=48)
+    vit = config.vit_config(num_labels=4, pooling="cls")
+    assert type(vit) is hf_vision.ViTConfig and vit.model_type == "hfv_vit"
+    assert (vit.image_size, vit.hidden_size, vit.num_hidden_layers, vit.drop_path_rate) == (48, 32, 2, 0.1)
+    assert (vit.pooling, vit.position_embedding_type, vit.num_labels) == ("cls", "learned", 4)
+    assert config.vit_config().pooling == "gap" and config.vit_config().use_fc_norm
+    assert list(vit.image_mean) == list(config.image_mean)
+    assert not hasattr(vit, "decoder_hidden_size") and not hasattr(vit, "mask_ratio")
+    assert set(config.encoder_fields()) <= set(vit.to_dict()) and not hasattr(config, "pooling")
+    with pytest.raises(TypeError, match="HybridConfig"):
+        config.export_config(hf_vision.HybridConfig)
+
+
+def test_vit_files_know_nothing_of_mae():
+    from pathlib import Path
+
+    import hf_vision.modeling.vit as vit_package
+
+    for path in Path(vit_package.__file__).parent.glob("*.py"):
+        assert "mae" not in path.read_text().lower(), path.name
 
 
 # ---------------------------------------------------------------- layer-wise lr decay, freezing

@@ -6,8 +6,9 @@ MAE's fixed sin-cos tables, Swin's windows); the analyses ask here and get eithe
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import copy
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,40 +125,43 @@ def position_embedding_table(model: nn.Module) -> tuple[torch.Tensor, str, tuple
     return table.detach()[0], kind or "learned", view.grid_size, view.num_prefix_tokens
 
 
-@contextmanager
-def mask_ratio_set(model: nn.Module, mask_ratio: float):
-    """Temporarily run an MAE at another mask ratio (random masking), restoring the config afterwards.
+def with_mask_ratio(model: nn.Module, mask_ratio: float) -> nn.Module:
+    """A view of an MAE that masks `mask_ratio` of the patches at random (`model` itself for models that do not mask).
 
     MAE models read the ratio from their config at every forward; analyses need other ratios (0 to see the whole
-    image, 0.5-0.9 for the reconstruction grids) without a second copy of the model.
+    image, 0.5-0.9 for the reconstruction grids) without a second copy of the weights, and without changing the
+    model or its config under anyone else's feet (another thread, a caller that saves it). The view shares every
+    parameter, buffer and hook with `model`; only its modules that held the model's config hold a changed copy.
     """
     config = model.config
     if not hasattr(config, "mask_ratio"):
-        yield model
-        return
-    saved = config.mask_ratio, getattr(config, "mask_strategy", None)
-    config.mask_ratio = mask_ratio
-    if saved[1] is not None:
-        config.mask_strategy = "random"
-    try:
-        yield model
-    finally:
-        config.mask_ratio = saved[0]
-        if saved[1] is not None:
-            config.mask_strategy = saved[1]
+        return model
+    changed = copy.deepcopy(config)
+    changed.mask_ratio = mask_ratio
+    if getattr(config, "mask_strategy", None) is not None:
+        changed.mask_strategy = "random"
+    return _with_config(model, config, changed)
 
 
-def unmasked(model: nn.Module):
-    """An MAE encoder that sees every patch (a no-op for models that do not mask)."""
-    return mask_ratio_set(model, 0.0)
+def _with_config(module: nn.Module, old: Any, new: Any) -> nn.Module:
+    view = copy.copy(module)  # a new object whose __dict__ entries are the original's (parameters, buffers, hooks)
+    view.__dict__["_modules"] = {name: None if child is None else _with_config(child, old, new)
+                                 for name, child in module._modules.items()}
+    if module.__dict__.get("config") is old:
+        view.__dict__["config"] = new
+    return view
+
+
+def unmasked(model: nn.Module) -> nn.Module:
+    """An MAE that sees every patch (the model itself for models that do not mask)."""
+    return with_mask_ratio(model, 0.0)
 
 
 @torch.no_grad()
 def encoder_attentions(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per-layer (B, heads, N, N) attention weights of the encoder over all patches (nothing masked)."""
-    view = describe(model)
-    with unmasked(model):
-        out = view.backbone(pixel_values, output_attentions=True, return_dict=True)
+    view = describe(unmasked(model))
+    out = view.backbone(pixel_values, output_attentions=True, return_dict=True)
     if not out.attentions:
         raise AnalysisNotApplicable(f"{type(view.backbone).__name__} returned no attention weights")
     return tuple(out.attentions)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .inspect_model import AnalysisNotApplicable, image_mean_std, mask_ratio_set
+from .inspect_model import AnalysisNotApplicable, image_mean_std, with_mask_ratio
 
 
 def reconstruction_panels(
@@ -24,8 +24,7 @@ def reconstruction_panels(
         )
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio={mask_ratio} must be in [0, 1)")
-    with mask_ratio_set(model, mask_ratio):
-        out = model.reconstruct(pixel_values, noise)
+    out = with_mask_ratio(model, mask_ratio).reconstruct(pixel_values, noise)
     mean, std = image_mean_std(model)
     # (B, C, H, W) -> (B, H, W, C)
     original = np.clip(pixel_values.permute(0, 2, 3, 1).cpu().numpy() * std + mean, 0, 1)

@@ -114,20 +114,14 @@ def default_model_dir() -> Path:
     )
 
 
-def _main_job_output_dirs() -> list[Path]:
-    """Where scripts/pretrain_mae.py writes by default (PretrainArguments.output_dir)."""
-    import dataclasses
+# scripts/pretrain_mae.py's default --output_dir (PretrainArguments.output_dir; tests/test_analysis.py keeps the two equal). Written
+# here, not imported: training sits above analysis in hf_vision's layers (it draws its reconstructions with it).
+PRETRAIN_OUTPUT_DIR = "outputs/pretrain_mae"
 
-    try:
-        from ..training.pretrain import PretrainArguments
-    except ImportError:
-        return []
-    default = next((f.default for f in dataclasses.fields(PretrainArguments) if f.name == "output_dir"), None)
-    if not isinstance(default, str):
-        return []
-    folder = Path(default)
-    if folder.is_absolute():
-        return [folder]
+
+def _main_job_output_dirs() -> list[Path]:
+    """Where scripts/pretrain_mae.py writes by default, relative to the working directory, then the repository."""
+    folder = Path(PRETRAIN_OUTPUT_DIR)
     root = Path(__file__).resolve().parents[2]
     return list(dict.fromkeys([folder, root / folder]))
 

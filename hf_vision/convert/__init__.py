@@ -1,6 +1,7 @@
 """Conversion between our models and timm, transformers and the papers' official releases.
 
-Each family's converter module registers itself here; the entry points dispatch on what they are given. The way
+The registries below say which converter handles what; `_fill_registries` (at the end) is the one place that
+fills them, from the family modules, which only define converters. The entry points dispatch on what they are given. The way
 back (`to_timm`, `to_transformers`) reuses each family's key map in reverse: it builds the other library's model,
 asks the map which of our tensors fills each of its keys, and loads the result strictly (`fill_strictly`).
 """
@@ -13,11 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-# (predicate on the source model, converter) pairs, filled by the family modules imported below.
+from hf_vision.modeling.config_checks import pair
+
+# (predicate on the source model, converter) pairs; all registries are filled by `_fill_registries` below.
 TIMM_CONVERTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], nn.Module]]] = []
 TRANSFORMERS_CONVERTERS: dict[str, Callable[[nn.Module], nn.Module]] = {}  # transformers model_type -> converter
 OFFICIAL_LOADERS: dict[str, Callable[..., nn.Module]] = {}  # preset-name prefix -> loader
-# our model class -> converter to the other library, filled by the family modules
+# our model class -> converter to the other library
 TO_TIMM: dict[type, Callable[..., nn.Module]] = {}
 TO_TRANSFORMERS: dict[type, Callable[..., nn.Module]] = {}
 
@@ -112,8 +115,7 @@ def timm_pretrained_cfg(target: nn.Module, config: Any) -> None:
     structural entries stay; those describing timm's released weights (hub id, tag, license, ...) go."""
     from ..data.transforms import PreprocessSpec
 
-    size = config.image_size
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = pair(config.image_size)
     structural = ("architecture", "fixed_input_size", "pool_size", "first_conv", "classifier", "custom_load")
     target.pretrained_cfg = {
         **{k: v for k, v in target.pretrained_cfg.items() if k in structural},
@@ -168,6 +170,29 @@ def fill_strictly(
     return target.eval()
 
 
+class ConversionError(ValueError, RuntimeError):
+    """A source that does not fit our model exactly. A ValueError (bad input) and, for callers of the Swin
+    converter that caught load_state_dict's RuntimeError before the strict loaders were one, a RuntimeError."""
+
+
+def load_strictly(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load a converted state dict into `model` (ours, freshly built) and return it in eval mode: a key of `state`
+    with no place in `model` (unexpected), a parameter of `model` left unfilled (missing), or a shape mismatch
+    raises ConversionError naming them; nothing is dropped or left at random init silently. The one strict loader
+    of the forward direction (`fill_strictly` is the way back)."""
+    own = model.state_dict()
+    unexpected, missing = sorted(set(state) - set(own)), sorted(set(own) - set(state))
+    if missing or unexpected:
+        raise ConversionError(f"{source} does not fit {type(model).__name__}: missing keys {missing}, "
+                              f"unexpected keys {unexpected}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ConversionError(f"{key}: {source} has shape {tuple(value.shape)}, {type(model).__name__} expects "
+                                  f"{tuple(own[key].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
 def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
     """Read a paper's released checkpoint file for the preset `name` (e.g. Google's ViT `.npz`)."""
     for prefix, loader in sorted(OFFICIAL_LOADERS.items(), key=lambda kv: -len(kv[0])):
@@ -176,6 +201,26 @@ def load_official(path: str | Path, name: str, **overrides: Any) -> nn.Module:
     raise ValueError(f"no official-checkpoint loader for {name!r}; supported prefixes: {', '.join(sorted(OFFICIAL_LOADERS))}")
 
 
-from . import mae  # noqa: E402,F401  (registers the MAE converters)
-from . import vit  # noqa: E402,F401  (registers the ViT and R50+ViT hybrid converters)
-from . import swin  # noqa: E402,F401  (registers the Swin converters)
+def _fill_registries() -> None:
+    """Every family's converters, in one table (run once, when this package is imported; the family modules
+    import the helpers above, so they are imported here, after them). A new family adds its rows here."""
+    from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
+    from hf_vision.modeling.swin.modeling_swin import SwinBackbone, SwinForImageClassification, SwinModel
+    from hf_vision.modeling.vit.modeling_vit import ViTForImageClassification, ViTModel
+
+    from . import mae, swin, vit, vit_npz
+
+    TIMM_CONVERTERS[:] = [(vit._is_timm_vit, vit.convert_timm_vit), (swin._is_timm_swin, swin.from_timm_swin)]
+    TRANSFORMERS_CONVERTERS.update(
+        {"vit": vit.convert_transformers_vit, "vit_mae": mae.from_transformers, "swin": swin.from_transformers_swin})
+    OFFICIAL_LOADERS.update({"vit-": vit_npz.load_official_vit, "mae-": mae.load_official, "swin-": swin.load_official_swin})
+    for classes, to_timm_fn, to_transformers_fn in (
+        ((ViTModel, ViTForImageClassification), vit.to_timm_vit, vit.to_transformers_vit),
+        ((MAEModel, MAEForPreTraining), mae.to_timm, mae.to_transformers),
+        ((SwinModel, SwinForImageClassification, SwinBackbone), swin.to_timm_swin, swin.to_transformers_swin),
+    ):
+        TO_TIMM.update(dict.fromkeys(classes, to_timm_fn))
+        TO_TRANSFORMERS.update(dict.fromkeys(classes, to_transformers_fn))
+
+
+_fill_registries()

@@ -17,19 +17,8 @@ from torch import nn
 
 from hf_vision.modeling.mae.configuration_mae import MAEConfig
 from hf_vision.modeling.mae.modeling_mae import MAEForPreTraining, MAEModel
-from hf_vision.modeling.vit.configuration_vit import ViTConfig
 
-from . import (
-    OFFICIAL_LOADERS,
-    TO_TIMM,
-    TO_TRANSFORMERS,
-    TRANSFORMERS_CONVERTERS,
-    KeySource,
-    assemble,
-    fill_strictly,
-    rebase,
-    timm_pretrained_cfg,
-)
+from . import KeySource, assemble, fill_strictly, load_strictly, rebase, timm_pretrained_cfg
 from ..presets import get_config
 from .vit import timm_vit_args, timm_vit_key, transformers_vit_key
 
@@ -41,13 +30,6 @@ _CONFIG_FIELDS = (
     "attention_probs_dropout_prob", "initializer_range", "decoder_hidden_size", "decoder_num_hidden_layers",
     "decoder_num_attention_heads", "decoder_intermediate_size", "mask_ratio", "norm_pix_loss",
 )
-
-
-def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{source} does not fit {type(model).__name__}: missing {missing}, unexpected {unexpected}")
-    return model.eval()
 
 
 _HF_DECODER = {
@@ -80,7 +62,7 @@ def from_transformers(model: nn.Module) -> MAEForPreTraining | MAEModel:
     state, unplaced = assemble(src, transformers_mae_key)
     if unplaced:
         raise ValueError(f"{type(model).__name__}: tensors with no counterpart in our MAE: {unplaced}")
-    return _load_strict((MAEForPreTraining if pretraining else MAEModel)(config), state, type(model).__name__)
+    return load_strictly((MAEForPreTraining if pretraining else MAEModel)(config), state, type(model).__name__)
 
 
 # Official name prefix -> ours; everything under a block keeps its name (norm1, attn.qkv, attn.proj, norm2, mlp.fc*).
@@ -136,7 +118,7 @@ def load_official(path: str | Path, name: str, **overrides: Any) -> MAEForPreTra
     if not isinstance(config, MAEConfig):
         raise ValueError(f"preset {name!r} is not an MAE preset")
     model = MAEForPreTraining(config) if has_decoder else MAEModel(config)
-    return _load_strict(model, state, str(path))
+    return load_strictly(model, state, str(path))
 
 
 # ---------------------------------------------------------------- the way back
@@ -169,8 +151,8 @@ def to_transformers(model: nn.Module) -> nn.Module:
 
 
 def timm_encoder_args(config: MAEConfig, *, global_pool: str) -> tuple[str, dict[str, Any]]:
-    """timm ViT arguments for our MAE encoder, through the ViT view of an MAE config (ENCODER_SOURCES)."""
-    vit = ViTConfig(**{**ViTConfig.encoder_config_dict(config.to_dict()), "num_labels": 0})
+    """timm ViT arguments for our MAE encoder, through the ViT config it exports (MAEConfig.vit_config)."""
+    vit = config.vit_config(num_labels=0)
     if global_pool not in ("token", "avg"):
         raise ValueError(f"global_pool={global_pool!r} is not supported; accepted: 'token', 'avg'")
     vit.pooling, vit.fc_norm = ("cls" if global_pool == "token" else "gap"), False
@@ -199,7 +181,3 @@ def to_timm(model: nn.Module, *, global_pool: str = "avg") -> nn.Module:
     return fill_strictly(target, model, source_of, leave=lambda key: key.startswith("decoder."))
 
 
-TRANSFORMERS_CONVERTERS["vit_mae"] = from_transformers
-TO_TRANSFORMERS.update({MAEModel: to_transformers, MAEForPreTraining: to_transformers})
-TO_TIMM.update({MAEModel: to_timm, MAEForPreTraining: to_timm})
-OFFICIAL_LOADERS["mae-"] = load_official

@@ -29,19 +29,7 @@ from hf_vision.modeling.swin.modeling_swin import (
     resize_relative_position_bias_table,
 )
 
-from . import (
-    KEEP,
-    OFFICIAL_LOADERS,
-    TIMM_CONVERTERS,
-    TO_TIMM,
-    TO_TRANSFORMERS,
-    TRANSFORMERS_CONVERTERS,
-    KeySource,
-    assemble,
-    fill_strictly,
-    rebase,
-    timm_pretrained_cfg,
-)
+from . import KEEP, KeySource, assemble, fill_strictly, load_strictly, rebase, timm_pretrained_cfg
 
 _TABLE = "relative_position_bias_table"
 # our classifier's state-dict prefix (SwinForImageClassification); every map below goes through it
@@ -84,14 +72,6 @@ def crop_table(table: torch.Tensor, window: int) -> torch.Tensor:
     offset = (side - target) // 2
     # ((2M-1)^2, heads) -> (2M-1, 2M-1, heads) -> centre (2m-1, 2m-1, heads) -> ((2m-1)^2, heads)
     return table.view(side, side, -1)[offset:offset + target, offset:offset + target].reshape(target * target, -1)
-
-
-def _load(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Strict load: a converter that misses or invents a key is a bug, not a warning."""
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"Swin conversion: missing keys {missing}, unexpected keys {unexpected}")
-    return model.eval()
 
 
 def _fit_tables(state_dict: dict[str, torch.Tensor], config: SwinConfig, prefix: str,
@@ -171,11 +151,18 @@ def from_timm_swin(model: nn.Module, **overrides: Any) -> SwinForImageClassifica
     windows = [stage.blocks[0].window_size[0] for stage in model.layers]
     _fit_tables(source, config, "swin.", windows)
     if config.num_labels > 0 and model.num_classes > 0:
-        return _load(SwinForImageClassification(config), source)
-    return _load(SwinModel(config), {k[len("swin."):]: v for k, v in source.items() if k.startswith("swin.")})
+        return load_strictly(SwinForImageClassification(config), source, "timm SwinTransformer")
+    base = {k[len("swin."):]: v for k, v in source.items() if k.startswith("swin.")}
+    return load_strictly(SwinModel(config), base, "timm SwinTransformer")
 
 
 # ---------------------------------------------------------------- transformers
+# SwinConfig fields that transformers' SwinConfig names and means the same way
+_SAME_NAMED_FIELDS = ("num_channels", "embed_dim", "window_size", "mlp_ratio", "qkv_bias", "hidden_act",
+                      "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "layer_norm_eps",
+                      "initializer_range")
+
+
 def transformers_config(config, **overrides: Any) -> SwinConfig:
     """Our SwinConfig from a transformers SwinConfig (labels and backbone outputs included)."""
     patch = config.patch_size
@@ -183,22 +170,12 @@ def transformers_config(config, **overrides: Any) -> SwinConfig:
         if patch[0] != patch[1]:
             raise ValueError(f"transformers swin: only square patches are supported, got {patch}")
         patch = patch[0]
-    fields = dict(
+    fields = {name: getattr(config, name) for name in _SAME_NAMED_FIELDS}
+    fields.update(
         image_size=config.image_size if isinstance(config.image_size, int) else list(config.image_size),
         patch_size=patch,
-        num_channels=config.num_channels,
-        embed_dim=config.embed_dim,
         depths=list(config.depths),
         num_heads=list(config.num_heads),
-        window_size=config.window_size,
-        mlp_ratio=config.mlp_ratio,
-        qkv_bias=config.qkv_bias,
-        hidden_act=config.hidden_act,
-        hidden_dropout_prob=config.hidden_dropout_prob,
-        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-        drop_path_rate=config.drop_path_rate,
-        layer_norm_eps=config.layer_norm_eps,
-        initializer_range=config.initializer_range,
         use_absolute_position_embeddings=config.use_absolute_embeddings,
         out_features=list(config.out_features) if config.out_features else None,
         id2label=dict(config.id2label),
@@ -248,12 +225,12 @@ def from_transformers_swin(model: nn.Module, **overrides: Any) -> nn.Module:
     source = transformers_state_dict(model.state_dict())
     if name == "SwinBackbone":
         source.pop("swin.norm.weight", None), source.pop("swin.norm.bias", None)  # unused by the backbone
-        return _load(SwinBackbone(config), source)
+        return load_strictly(SwinBackbone(config), source, name)
     if name == "SwinModel":
         if getattr(model, "pooler", None) is None:
             raise ValueError("transformers swin: SwinModel(add_pooling_layer=False) has no pooled output to match")
-        return _load(SwinModel(config), source)
-    return _load(SwinForImageClassification(config), source)
+        return load_strictly(SwinModel(config), source, name)
+    return load_strictly(SwinForImageClassification(config), source, name)
 
 
 # ---------------------------------------------------------------- Microsoft's release
@@ -298,7 +275,7 @@ def load_official_swin(path: str | Path, name: str, **overrides: Any) -> SwinFor
     config = get_config(name, **overrides)
     model = SwinForImageClassification(config)
     source = model.adapt_state_dict(official_state_dict(state_dict, config))
-    return _load(model, source)
+    return load_strictly(model, source, str(path))
 
 
 # ---------------------------------------------------------------- the way back
@@ -403,9 +380,3 @@ def to_transformers_swin(model: nn.Module) -> nn.Module:
     return fill_strictly(target, model, source_of)
 
 
-TIMM_CONVERTERS.append((_is_timm_swin, from_timm_swin))
-TO_TIMM.update({SwinModel: to_timm_swin, SwinForImageClassification: to_timm_swin, SwinBackbone: to_timm_swin})
-TO_TRANSFORMERS.update({SwinModel: to_transformers_swin, SwinForImageClassification: to_transformers_swin,
-                        SwinBackbone: to_transformers_swin})
-TRANSFORMERS_CONVERTERS["swin"] = from_transformers_swin
-OFFICIAL_LOADERS["swin-"] = load_official_swin

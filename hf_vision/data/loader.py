@@ -120,7 +120,11 @@ class ImageStream(IterableDataset):
         return dataset
 
     def _example(self, record: dict[str, Any], worker: int, epoch: int, position: int) -> dict[str, Any]:
-        # The CPU generator only: torch.manual_seed also (lazily) seeds accelerators, slowly.
+        # torchvision's v2 transforms (the crop, flip and RandAugment draws) take no generator and draw from torch's
+        # default CPU generator, so a local torch.Generator cannot carry the record's seed to them. The caller
+        # (__iter__) runs this inside torch.random.fork_rng(devices=[]), which restores the global CPU state after
+        # each record (tests/test_global_state.py checks it). The CPU generator only: torch.manual_seed would also
+        # (lazily) seed accelerators, slowly.
         torch.default_generator.manual_seed(_record_seed(self.seed, self.rank, worker, epoch, position))
         example = {"pixel_values": self.transform(open_image(record[self.image_column]))}
         key = record.get(self.key_column) if self.key_column else None

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-STD_STYLES = ("google", "timm")
+from .configuration_hybrid import STD_STYLES
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

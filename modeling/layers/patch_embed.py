@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-import torch.nn.functional as F
+from ..config_checks import pair
 
 
 class PatchEmbed(nn.Module):
@@ -12,7 +13,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_channels: int, dim: int, patch_size: int | tuple[int, int], *, bias: bool = True) -> None:
         super().__init__()
-        self.patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        self.patch_size = pair(patch_size, "patch_size")
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
 
     def grid(self, height: int, width: int) -> tuple[int, int]:

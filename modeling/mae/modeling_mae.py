@@ -2,7 +2,7 @@
 
 The encoder is our ViT encoder under the same attribute names (`vit.embeddings.patch_embed.proj`,
 `vit.embeddings.cls_token`, `vit.encoder.blocks.N`, `vit.norm`), so `ViTForImageClassification.from_pretrained`
-loads a pre-trained MAE checkpoint directly. Both halves use fixed 2-D sin-cos position embeddings, kept as
+loads a pre-trained MAE checkpoint through MAEConfig's exporter (configuration_mae.py). Both halves use fixed 2-D sin-cos position embeddings, kept as
 persistent buffers so that the table travels with the checkpoint (a fine-tuned ViT starts its learned table
 from it, as the official fine-tuning does).
 """
@@ -21,7 +21,9 @@ from ..config_checks import pair
 from ..layers.block import Encoder
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import sincos_2d
-from ..pretrained import HEAD_MODULES, HFVisionPreTrainedModel, vit_encoder
+from ..loading import HEAD_MODULES
+from ..pretrained import HFVisionPreTrainedModel
+from ..vit.modeling_vit import vit_encoder
 from .configuration_mae import MAEConfig
 
 
@@ -309,7 +311,7 @@ class MAEPreTrainedModel(HFVisionPreTrainedModel):
         num_keep = int(num_patches * (1 - self.config.mask_ratio))  # the official rounding
         strategy = self.config.mask_strategy
         if strategy == "grid":
-            keep = grid_keep_flags(grid_size, self.config.grid_stride, device)
+            keep = grid_keep_flags(grid_size, self.config.mask_grid_stride, device)
             return noise + (~keep).to(noise.dtype), int(keep.sum())  # kept cells sort first
         if strategy == "block":
             covered = block_mask(noise, grid_size, num_patches - num_keep)

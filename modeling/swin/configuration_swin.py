@@ -5,10 +5,8 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
-from ..config_checks import check_common, check_positive, check_probability, check_saved_labels, pair
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..config_checks import (IMAGENET_MEAN, IMAGENET_STD, check_common, check_positive, check_probability,
+                             check_saved_labels, pair)
 
 
 class SwinConfig(BackboneConfigMixin, PretrainedConfig):
@@ -27,7 +25,7 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
-        check_saved_labels(config_dict)
+        config_dict = check_saved_labels(config_dict, overrides=kwargs)
         return super().from_dict(config_dict, **kwargs)
     attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
 
@@ -80,6 +78,7 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
         self.num_layers = len(self.depths)
+        check_saved_labels(kwargs)  # transformers would replace a disagreeing id2label with LABEL_i names
         super().__init__(**kwargs)
         self.validate_swin()
         # channels after the last stage: what heads (and VisionEncoderDecoder) read as hidden_size

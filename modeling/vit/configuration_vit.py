@@ -12,45 +12,20 @@ POOLING = ("cls", "gap")
 POSITION_EMBEDDING_TYPES = ("learned", "sincos2d", "none")
 CLASSIFIER_NORMS = ("none", "batchnorm")
 GOOGLE_MEAN_STD = (0.5, 0.5, 0.5)
-# Checkpoints of other families that hold a ViT encoder under our key names: their model_type -> the ViT fields
-# a classifier built from them takes (MAE fine-tuning: average pooling with fc_norm, a learned table started from
-# the saved sin-cos one). Their own fields are dropped; keyword overrides to from_pretrained still win.
-ENCODER_SOURCES = {"hfv_mae": {"pooling": "gap", "position_embedding_type": "learned"}}
 
 
-class ViTConfig(PretrainedConfig):
-    """Defaults are ViT-B/16 at 224.
+class ViTEncoderConfig(PretrainedConfig):
+    """The fields of a ViT encoder (patch embedding and transformer), in transformers' vocabulary: declared once
+    here for every family built on it (`ViTConfig` and through it the hybrid; other families whose encoder is a
+    ViT). Not a model type of its own; defaults are ViT-B/16 at 224."""
 
-    pooling: "cls" takes the class token, "gap" averages patch tokens (the paper's CLS-vs-GAP ablation).
-    fc_norm: LayerNorm after pooling instead of on every token (MAE fine-tuning); None means "gap" uses it.
-    representation_size: pre-logits Linear+tanh width used for ImageNet-21k pre-training; None when fine-tuning.
-    classifier_norm: "batchnorm" puts a non-affine BatchNorm before the classifier (MAE's linear probe).
-    """
-
-    model_type = "hfv_vit"
-    ARCHITECTURES = ("ViTModel", "ViTForImageClassification")  # accepted `architectures` entries
-
-    @classmethod
-    def get_config_dict(cls, *args, **kwargs):
-        """Reads config.json; a pre-training checkpoint of another family (see ENCODER_SOURCES) becomes a ViT config."""
-        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
-        return cls.encoder_config_dict(config_dict), kwargs
+    ARCHITECTURES = ()  # accepted `architectures` entries, per family
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """A saved config (config.json, also through AutoConfig) is checked before the caller's overrides apply."""
-        check_saved_labels(config_dict)
+        config_dict = check_saved_labels(config_dict, overrides=kwargs)
         return super().from_dict(config_dict, **kwargs)
-
-    @classmethod
-    def encoder_config_dict(cls, config_dict: dict) -> dict:
-        source = config_dict.get("model_type")
-        if source not in ENCODER_SOURCES:
-            return config_dict
-        fields = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-        generic = {"dtype", "torch_dtype", "output_attentions", "output_hidden_states", "transformers_version"}
-        converted = {k: v for k, v in config_dict.items() if k in fields or k in generic}
-        return {**converted, **ENCODER_SOURCES[source], "model_type": cls.model_type}
 
     def __init__(
         self,
@@ -68,12 +43,6 @@ class ViTConfig(PretrainedConfig):
         attention_probs_dropout_prob: float = 0.0,
         drop_path_rate: float = 0.0,
         initializer_range: float = 0.02,
-        pooling: str = "cls",
-        class_token: bool = True,
-        fc_norm: bool | None = None,
-        position_embedding_type: str = "learned",
-        representation_size: int | None = None,
-        classifier_norm: str = "none",
         image_mean: tuple[float, ...] = GOOGLE_MEAN_STD,
         image_std: tuple[float, ...] = GOOGLE_MEAN_STD,
         **kwargs,
@@ -92,31 +61,25 @@ class ViTConfig(PretrainedConfig):
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.drop_path_rate = drop_path_rate
         self.initializer_range = initializer_range
-        self.pooling = pooling
-        self.class_token = class_token
-        self.fc_norm = fc_norm
-        self.position_embedding_type = position_embedding_type
-        self.representation_size = representation_size
-        self.classifier_norm = classifier_norm
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
+        check_saved_labels(kwargs)  # transformers would replace a disagreeing id2label with LABEL_i names
         super().__init__(**kwargs)
-        self.validate_vit()
+        self.validate_encoder()
 
-    @property
-    def use_fc_norm(self) -> bool:
-        return self.pooling == "gap" if self.fc_norm is None else bool(self.fc_norm)
+    @classmethod
+    def encoder_fields(cls) -> tuple[str, ...]:
+        """The field names this class declares (what a family built on a ViT encoder shares with ViT)."""
+        return tuple(name for name in inspect.signature(ViTEncoderConfig.__init__).parameters
+                     if name not in ("self", "kwargs"))
 
     @property
     def grid_stride(self) -> int:
         """Pixels per token along each side."""
         return self.patch_size
 
-    def validate_vit(self) -> None:
+    def validate_encoder(self) -> None:
         check_common(self, self.ARCHITECTURES)
-        check_choice("pooling", self.pooling, POOLING)
-        check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
-        check_choice("classifier_norm", self.classifier_norm, CLASSIFIER_NORMS)
         check_positive(patch_size=self.patch_size, hidden_size=self.hidden_size,
                        num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
                        intermediate_size=self.intermediate_size, num_channels=self.num_channels)
@@ -127,11 +90,54 @@ class ViTConfig(PretrainedConfig):
         check_divisible("image_size", height, "patch_size", self.grid_stride)
         check_divisible("image_size", width, "patch_size", self.grid_stride)
         check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
+        if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
+            raise ValueError(f"image_mean and image_std need num_channels={self.num_channels} values each")
+
+
+class ViTConfig(ViTEncoderConfig):
+    """Defaults are ViT-B/16 at 224; the encoder fields are `ViTEncoderConfig`'s, these describe the classifier.
+
+    pooling: "cls" takes the class token, "gap" averages patch tokens (the paper's CLS-vs-GAP ablation).
+    class_token: prepend a learned class token (needed by pooling="cls").
+    fc_norm: LayerNorm after pooling instead of on every token; None means "gap" uses it.
+    position_embedding_type: "learned", "sincos2d" (fixed 2-D sin-cos) or "none".
+    representation_size: pre-logits Linear+tanh width used for ImageNet-21k pre-training; None when fine-tuning.
+    classifier_norm: "batchnorm" puts a non-affine BatchNorm before the classifier (linear probing).
+    """
+
+    model_type = "hfv_vit"
+    ARCHITECTURES = ("ViTModel", "ViTForImageClassification")  # accepted `architectures` entries
+
+    def __init__(
+        self,
+        pooling: str = "cls",
+        class_token: bool = True,
+        fc_norm: bool | None = None,
+        position_embedding_type: str = "learned",
+        representation_size: int | None = None,
+        classifier_norm: str = "none",
+        **kwargs,
+    ) -> None:
+        self.pooling = pooling
+        self.class_token = class_token
+        self.fc_norm = fc_norm
+        self.position_embedding_type = position_embedding_type
+        self.representation_size = representation_size
+        self.classifier_norm = classifier_norm
+        super().__init__(**kwargs)
+        self.validate_vit()
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.pooling == "gap" if self.fc_norm is None else bool(self.fc_norm)
+
+    def validate_vit(self) -> None:
+        check_choice("pooling", self.pooling, POOLING)
+        check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
+        check_choice("classifier_norm", self.classifier_norm, CLASSIFIER_NORMS)
         if self.position_embedding_type == "sincos2d":
             check_divisible("hidden_size", self.hidden_size, "4 (2-D sin-cos position embedding)", 4)
         if self.pooling == "cls" and not self.class_token:
             raise ValueError("pooling='cls' needs class_token=True; use pooling='gap' for a model without one")
         if self.representation_size is not None:
             check_positive(representation_size=self.representation_size)
-        if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
-            raise ValueError(f"image_mean and image_std need num_channels={self.num_channels} values each")

@@ -16,8 +16,26 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 from ..config_checks import pair
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_pos_embed, sincos_2d
-from ..pretrained import HFVisionPreTrainedModel, classification_loss, vit_encoder
+from ..layers.block import Encoder
+from ..losses import classification_loss
+from ..pretrained import HFVisionPreTrainedModel
 from .configuration_vit import ViTConfig
+
+
+def vit_encoder(config: ViTConfig) -> Encoder:
+    """The transformer encoder described by ViT's field vocabulary (ViT, the hybrid, families composed of ViT)."""
+    return Encoder(
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.intermediate_size,
+        qkv_bias=config.qkv_bias,
+        act=config.hidden_act,
+        drop=config.hidden_dropout_prob,
+        attn_drop=config.attention_probs_dropout_prob,
+        drop_path_rate=config.drop_path_rate,
+        eps=config.layer_norm_eps,
+    )
 
 
 class ViTEmbeddings(nn.Module):
@@ -129,22 +147,7 @@ class ViTPreTrainedModel(HFVisionPreTrainedModel):
                     "(the saved grid is not square or the width differs)"
                 )
             state_dict[key] = resample_pos_embed(saved, embeddings.grid_size, (side, side), num_prefix_tokens=prefix)
-        return super().adapt_state_dict(self.drop_pretraining_keys(state_dict))
-
-    def drop_pretraining_keys(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """An MAE pre-training checkpoint loads as an encoder: its decoder and mask token are dropped, and so is
-        the final `norm` when this model pools with fc_norm instead (the official fine-tuning protocol), so
-        that only the new head is reported missing."""
-        own = self.state_dict().keys()
-        prefix = self.base_model_prefix + "."
-
-        def unused(key: str) -> bool:
-            if key in own or prefix + key in own or key.removeprefix(prefix) in own:
-                return False
-            name = key.removeprefix(prefix)
-            return name.startswith(("decoder.", "norm.")) or name == "embeddings.mask_token"
-
-        return {k: v for k, v in state_dict.items() if not unused(k)}
+        return super().adapt_state_dict(state_dict)
 
 
 class ViTModel(ViTPreTrainedModel):

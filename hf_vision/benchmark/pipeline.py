@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import open_image
-from .transforms import Collate, PreprocessSpec, eval_transform, finetune_transform, pretrain_transform
+from hf_vision.modeling.config_checks import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from ..data.decode import open_image
+from ..data.transforms import Collate, PreprocessSpec, eval_transform, finetune_transform, pretrain_transform
+
 _PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "immunohistochemistry", "hubble_deep_field")
 
 
