@@ -112,11 +112,23 @@ class _FewRowsLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`: (..., in) -> (..., out), through oneDNN where that applies (see module doc)."""
-    features = x.shape[-1]
-    rows = x.numel() // features if features else 0
-    images = _images(rows, features) if rows and onednn_applies(x, weight) else None
+    images = _onednn_images(x, weight)
     if images is None:
         return F.linear(x, weight, bias)
+    return _onednn_product(x, weight, bias, images)
+
+
+def _onednn_images(x: torch.Tensor, weight: torch.Tensor) -> int | None:
+    """The image count of `_images` for this call, or None where oneDNN does not apply (F.linear runs)."""
+    features = x.shape[-1]
+    rows = x.numel() // features if features else 0
+    return _images(rows, features) if rows and onednn_applies(x, weight) else None
+
+
+def _onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, images: int) -> torch.Tensor:
+    """`linear`'s oneDNN path with the layout already chosen."""
+    features = x.shape[-1]
+    rows = x.numel() // features
     # (..., K) -> (T, K) -> (n, T/n, 1, K) -> (n, K, T/n, 1): a channels-last view of the same memory
     image = x.reshape(rows, features).view(images, rows // images, 1, features).permute(0, 3, 1, 2)
     if images == 1 and rows < FEW_ROWS and torch.is_grad_enabled() and (
@@ -160,15 +172,20 @@ def _time_kernels(rows: int, features: int, out_features: int, *, bias: bool, gr
 
 
 def prefers_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether `Linear` should compute this call with oneDNN (see `_prefers_onednn`)."""
+    return _prefers_onednn(x, weight, bias, _onednn_images(x, weight))
+
+
+def _prefers_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, images: int | None) -> bool:
     """Whether `Linear` should compute this call with oneDNN: it applies (see `onednn_applies`, `_images`) and, with
     `MEASURE`, it was measured clearly faster than F.linear for this problem on this machine (timed on the first
     call of each problem, once per process; later calls read the cache)."""
-    features = x.shape[-1]
-    rows = x.numel() // features if features else 0
-    if not rows or not onednn_applies(x, weight) or _images(rows, features) is None:
+    if images is None:
         return False
     if not MEASURE:
         return True
+    features = x.shape[-1]
+    rows = x.numel() // features
     needs_grad = torch.is_grad_enabled()
     grad_weight = needs_grad and (weight.requires_grad or (bias is not None and bias.requires_grad))
     grad_input = needs_grad and x.requires_grad
@@ -193,6 +210,7 @@ class Linear(nn.Linear):
     else by F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if prefers_onednn(x, self.weight, self.bias):
-            return linear(x, self.weight, self.bias)
+        images = _onednn_images(x, self.weight)
+        if _prefers_onednn(x, self.weight, self.bias, images):
+            return _onednn_product(x, self.weight, self.bias, images)
         return F.linear(x, self.weight, self.bias)
