@@ -108,7 +108,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("io", ("hf_vision.data", "hf_vision.convert", "hf_vision.model_card", "hf_vision.hub", "hf_vision.publish")),
     ("analysis", ("hf_vision.analysis",)),  # the papers' figures; pre-training draws its reconstruction grid with it
     ("training", ("hf_vision.training",)),
-    ("tools", ("hf_vision.benchmark", "hf_vision.quickstart")),
+    ("tools", ("hf_vision.benchmark", "hf_vision.quickstart", "hf_vision.ablation")),
 )
 # The package root re-exports the public API; it sits above every layer and nothing inside hf_vision imports it.
 ROOT_PACKAGE = "hf_vision"
