@@ -1,6 +1,8 @@
 """Pre-norm transformer block and the plain encoder stack that ViT, the hybrid and MAE share."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -13,19 +15,8 @@ from .mlp import Mlp
 class Block(GradientCheckpointingLayer):
     """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))); (B, N, dim) -> (B, N, dim)."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_hidden_dim: int,
-        *,
-        qkv_bias: bool = True,
-        act: str = "gelu",
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        eps: float = 1e-6,
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_hidden_dim: int, *, qkv_bias: bool = True, act: str = "gelu",
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, eps: float = 1e-6) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
@@ -33,20 +24,11 @@ class Block(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_hidden_dim, act=act, drop=drop)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_bias: torch.Tensor | None = None,
-        *,
-        attn_implementation: str = "sdpa",
-        output_attentions: bool = False,
-        num_queries: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`num_queries`: return only the first that many tokens (they still attend to all); see Attention."""
-        y, weights = self.attn(
-            self.norm1(x), attn_bias, attn_implementation=attn_implementation, output_attentions=output_attentions,
-            num_queries=num_queries,
-        )
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, *, num_queries: int | None = None,
+                **attn_options: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`num_queries`: return only the first that many tokens (they still attend to all); see Attention, which
+        also takes `attn_options` (attn_implementation, output_attentions) as they are."""
+        y, weights = self.attn(self.norm1(x), attn_bias, num_queries=num_queries, **attn_options)
         if num_queries is not None:
             x = x[:, :num_queries]
         x = self.residual(x, self.drop_path(y))
@@ -60,26 +42,14 @@ class Block(GradientCheckpointingLayer):
 class Encoder(nn.Module):
     """A stack of `Block`s with a linearly increasing drop-path rate, collecting optional per-layer outputs."""
 
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_hidden_dim: int,
-        *,
-        qkv_bias: bool = True,
-        act: str = "gelu",
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path_rate: float = 0.0,
-        eps: float = 1e-6,
-    ) -> None:
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_hidden_dim: int, *, drop_path_rate: float = 0.0,
+                 **block_options: Any) -> None:
+        """`block_options`: `Block`'s keyword flags (qkv_bias, act, drop, attn_drop, eps), the same for every
+        block; only the drop-path rate varies with depth."""
         super().__init__()
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_hidden_dim, qkv_bias=qkv_bias, act=act, drop=drop, attn_drop=attn_drop,
-                  drop_path=rate, eps=eps)
-            for rate in rates
+            Block(dim, num_heads, mlp_hidden_dim, drop_path=rate, **block_options) for rate in rates
         )
 
     def forward(
