@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 
 from .config_checks import CheckpointRefusedError
 from .image_processing import eval_image_processor
@@ -56,6 +58,21 @@ class HFVisionPreTrainedModel(PreTrainedModel):
     @property
     def attn_implementation(self) -> str:
         return self.config._attn_implementation or "sdpa"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The families' common start (ViT and Swin use it as is): truncated-normal(initializer_range) Linear and
+        Conv2d weights with zero biases, LayerNorm at (1, 0), anything else as transformers does it. A family
+        initialises its own tensors (and any layer it treats otherwise, as MAE its Linears) and passes the rest
+        here. Only `init.*` calls, so that tensors loaded from a checkpoint are left alone."""
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Reshape a checkpoint for this model before loading; families override (default: unchanged)."""

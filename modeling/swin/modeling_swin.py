@@ -70,19 +70,14 @@ class SwinPreTrainedModel(HFVisionPreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, WindowAttention):
+        if isinstance(module, WindowAttention):
             if module.relative_position_bias_table is not None:
                 init.trunc_normal_(module.relative_position_bias_table, std=std)
         elif isinstance(module, SwinModel):
             if module.absolute_pos_embed is not None:
                 init.trunc_normal_(module.absolute_pos_embed, std=std)
+        else:
+            super()._init_weights(module)
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Fit a checkpoint saved at another image_size / window_size (224 / 7 -> 384 / 12 fine-tuning):

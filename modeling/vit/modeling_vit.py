@@ -116,11 +116,7 @@ class ViTPreTrainedModel(HFVisionPreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, ViTEmbeddings):
+        if isinstance(module, ViTEmbeddings):
             if module.cls_token is not None:
                 init.trunc_normal_(module.cls_token, std=std)
             if module.position_embedding_type == "learned":
