@@ -94,6 +94,11 @@ MAE_STEPS = {"pretrain": 130, "finetune": 80, "probe": 50}
 TABLES: dict[str, Table] = {}
 
 
+def _mae_table(name: str, title: str, **fields: Any) -> Table:
+    """An MAE table: the shared paper setting and default steps unless the table says otherwise."""
+    return Table(name, title, **{"setting": MAE_SETTING, "steps": dict(MAE_STEPS), **fields})
+
+
 def _add(table: Table) -> None:
     names = [r.name for r in table.rows]
     assert len(set(names)) == len(names) and table.reference in names, table.name
@@ -147,8 +152,8 @@ _add(Table(
     note="The paper grows compute with model size (B/32 -> B/16); we grow it with training steps. Paper numbers of "
          "the B/32 pair sit beside our 1x rows, of the B/16 pair beside our 3x rows.",
 ))
-_add(Table(
-    "mae-mask-ratio", "MAE: mask ratio", source="MAE Figure 5", setting=MAE_SETTING,
+_add(_mae_table(
+    "mae-mask-ratio", "MAE: mask ratio", source="MAE Figure 5",
     claim="75% is good for both; linear probing rises steadily up to 75% (54.6% at 10%), fine-tuning is flat over "
           "40-80%",
     rows=tuple(
@@ -156,12 +161,12 @@ _add(Table(
         for r, ft, lin in ((0.1, None, 54.6), (0.3, None, 61.7), (0.5, None, 69.9), (0.75, 84.9, 73.5),
                            (0.9, 84.5, 66.1))
     ),
-    reference="75%", steps=dict(MAE_STEPS), plot="curve",
+    reference="75%", plot="curve",
     note="Figure 5's fine-tuning labels could not be matched to their ratios from the text we could read, except "
          "75% (84.9) and 90% (84.5); the other fine-tuning cells are left empty.",
 ))
-_add(Table(
-    "mae-decoder", "MAE: decoder depth and width", source="MAE Table 1a/1b", setting=MAE_SETTING,
+_add(_mae_table(
+    "mae-decoder", "MAE: decoder depth and width", source="MAE Table 1a/1b",
     claim="a deeper decoder helps linear probing (65.5 -> 73.5), barely fine-tuning; width matters little",
     rows=(
         _mae("depth 1", 84.8, 65.5, decoder_num_hidden_layers=1),
@@ -171,11 +176,11 @@ _add(Table(
         _mae("width 16 (1/4)", 84.8, 71.3, decoder_hidden_size=16, decoder_intermediate_size=64),
         _mae("width 64 (1x)", 84.3, 73.1, decoder_hidden_size=64, decoder_intermediate_size=256),
     ),
-    reference="depth 4", steps=dict(MAE_STEPS),
+    reference="depth 4",
     note="Depth rows use width 32 (1/2 of the encoder, as the paper's 512 of 1024). Width rows use our default depth "
          "4 and carry the paper's numbers for the same width ratio (256 and 1024 of a 1024-d encoder, at depth 8).",
 ))
-_add(Table(
+_add(_mae_table(
     "mae-mask-token", "MAE: encoder without vs with mask tokens", source="MAE Table 1c and Table 2",
     setting=MAE_SETTING + "; FLOPs relative to the encoder without mask tokens",
     claim="without mask tokens is better (lin 73.5 vs 59.6) and 3.3x cheaper in FLOPs (2.8x wall clock)",
@@ -183,20 +188,20 @@ _add(Table(
         _mae("encoder w/o [M]", 84.9, 73.5, encoder_mask_tokens=False),
         _mae("encoder w/ [M]", 84.2, 59.6, encoder_mask_tokens=True),
     ),
-    reference="encoder w/o [M]", steps=dict(MAE_STEPS),
+    reference="encoder w/o [M]",
 ))
-_add(Table(
+_add(_mae_table(
     "mae-target", "MAE: reconstruction target with vs without per-patch normalisation",
-    source="MAE Table 1d", setting=MAE_SETTING,
+    source="MAE Table 1d",
     claim="normalised pixels are better (ft 85.4 vs 84.9, lin 73.9 vs 73.5)",
     rows=(
         _mae("pixel (w/o norm)", 84.9, 73.5, norm_pix_loss=False),
         _mae("pixel (w/ norm)", 85.4, 73.9, norm_pix_loss=True),
     ),
-    reference="pixel (w/o norm)", steps=dict(MAE_STEPS),
+    reference="pixel (w/o norm)",
 ))
-_add(Table(
-    "mae-sampling", "MAE: mask sampling", source="MAE Table 1f", setting=MAE_SETTING,
+_add(_mae_table(
+    "mae-sampling", "MAE: mask sampling", source="MAE Table 1f",
     claim="random sampling is best; block sampling degrades at 75%; grid is an easier task with worse features",
     rows=(
         _mae("random 75%", 84.9, 73.5, mask_strategy="random", mask_ratio=0.75),
@@ -204,10 +209,10 @@ _add(Table(
         _mae("block 75%", 82.8, 63.9, mask_strategy="block", mask_ratio=0.75),
         _mae("grid 75%", 84.0, 66.0, mask_strategy="grid", mask_ratio=0.75),
     ),
-    reference="random 75%", steps=dict(MAE_STEPS),
+    reference="random 75%",
 ))
-_add(Table(
-    "mae-augmentation", "MAE: pre-training data augmentation", source="MAE Table 1e", setting=MAE_SETTING,
+_add(_mae_table(
+    "mae-augmentation", "MAE: pre-training data augmentation", source="MAE Table 1e",
     claim="cropping (fixed or random size) is best; colour jitter hurts; no augmentation still works",
     rows=(
         _mae("none", 84.0, 65.7, augmentation="none"),
@@ -215,7 +220,7 @@ _add(Table(
         _mae("crop, rand size", 84.9, 73.5, augmentation="crop-random"),
         _mae("crop + color jit", 84.3, 71.9, augmentation="crop-color"),
     ),
-    reference="crop, rand size", steps=dict(MAE_STEPS),
+    reference="crop, rand size",
     note="none: centre crop, no flip; fixed size: a random crop of 0.77 of the area (224 of 256), flip; random "
          "size: RandomResizedCrop(0.2, 1), flip (our default); + colour jitter 0.4 on brightness/contrast/saturation.",
 ))
