@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -114,8 +115,9 @@ def default_model_dir() -> Path:
     )
 
 
-# scripts/pretrain_mae.py's default --output_dir (PretrainArguments.output_dir; tests/test_analysis.py keeps the two equal). Written
-# here, not imported: training sits above analysis in hf_vision's layers (it draws its reconstructions with it).
+# scripts/pretrain_mae.py's default --output_dir (PretrainArguments.output_dir; tests/test_analysis.py keeps the two
+# equal). Written here, not imported: training sits above analysis in hf_vision's layers (it draws its
+# reconstructions with it).
 PRETRAIN_OUTPUT_DIR = "outputs/pretrain_mae"
 
 
@@ -148,105 +150,113 @@ def visualize(
     Averages (mean attention distance) use every image; per-image figures show the first `max_shown`.
     warning: shown at the top of index.html (e.g. `untrained_warning`).
     """
-    from . import plots
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    family = family_of(model)
-    names = [name for name, _ in images][:max_shown]
-    records: list[FigureRecord | Skipped] = []
-
-    def attempt(name: str, make: Callable[[], FigureRecord | list[FigureRecord]]) -> None:
-        try:
-            made = make()
-        except (AnalysisNotApplicable, NotImplementedError) as err:
-            records.append(Skipped(name, str(err)))
-            return
-        records.extend(made if isinstance(made, list) else [made])
-
-    def filters() -> FigureRecord:
-        components, explained = patch_embedding_components(patch_projection_weight(model), num_components)
-        fig = plots.plot_patch_filters(components, explained, title=f"RGB embedding filters: {_title(model)}")
-        plots.save_figure(fig, output_dir / "patch_embedding_filters.png")
-        return FigureRecord("patch_embedding_filters.png",
-                            f"First {len(explained)} principal components of the patch-projection filters "
-                            f"({100 * explained.sum():.0f}% of their variance).")
-
-    def positions() -> FigureRecord:
-        table, kind, grid, prefix = position_embedding_table(model)
-        similarity = position_embedding_similarity(table, grid, num_prefix_tokens=prefix)
-        label = "learned" if kind == "learned" else "fixed 2-D sin-cos (not learned)"
-        fig = plots.plot_position_similarity(similarity, title=f"Position embedding similarity ({label})")
-        plots.save_figure(fig, output_dir / "position_embedding_similarity.png")
-        return FigureRecord("position_embedding_similarity.png",
-                            f"Cosine similarity of each patch position's {label} embedding with all others "
-                            f"({grid[0]}x{grid[1]} grid).")
-
-    attempt("patch embedding filters", filters)
-    attempt("position embedding similarity", positions)
-
-    # Per-image passes: attention of the unmasked encoder (ViT family), then MAE reconstructions.
-    try:
-        view = describe(model)
-    except AnalysisNotApplicable as err:
-        view = None
-        if family == "swin":
-            records.append(Skipped("attention rollout", "Swin attends inside windows and merges tokens between "
-                                   "stages, so there is no single token sequence to roll attention through; see the "
-                                   "window attention and in-window attention distance figures"))
-        else:
-            records.append(Skipped("mean attention distance / attention rollout", str(err)))
+    figures = _Figures(model, output_dir)
+    figures.attempt("patch embedding filters", lambda: figures.filters(num_components))
+    figures.attempt("position embedding similarity", figures.positions)
     # the images shown in per-image figures, preprocessed once; the attention pass takes one image at a time
     pixel_values, display = preprocess(model, [img for _, img in images[:max_shown]])
-    distances, maps = [], []
-    if view is not None:
-        source = "cls" if view.pooling == "cls" and view.num_prefix_tokens else "mean"
-        for i in tqdm(range(len(images)), desc="attention", unit="image", disable=not progress):
-            pixels = pixel_values[i:i + 1] if i < max_shown else preprocess(model, [images[i][1]])[0]
-            attentions = encoder_attentions(model, pixels)
-            distances.append(attention_distances(attentions, view.grid_size, view.patch_size,
-                                                 num_prefix_tokens=view.num_prefix_tokens))
-            if i < max_shown:
-                maps.append(rollout_map(attention_rollout(attentions), view.grid_size,
-                                        num_prefix_tokens=view.num_prefix_tokens, source=source))
-
-        def distance() -> FigureRecord:
-            mean = np.concatenate(distances).mean(axis=0)
-            fig = plots.plot_attention_distance(mean, patch_size=view.patch_size,
-                                                title=f"Mean attention distance over {len(images)} images")
-            plots.save_figure(fig, output_dir / "mean_attention_distance.png")
-            return FigureRecord("mean_attention_distance.png",
-                                f"Mean attention distance (pixels) of each head per layer, averaged over "
-                                f"{len(images)} images; max possible on this grid "
-                                f"{np.hypot(*(np.array(view.image_size) - view.patch_size)):.0f}px.")
-
-        def rollout() -> FigureRecord:
-            source = "class token" if view.pooling == "cls" and view.num_prefix_tokens else "mean of patch tokens"
-            fig = plots.plot_rollout(display, np.concatenate(maps), names,
-                                     title=f"Attention rollout from the {source} to the input")
-            plots.save_figure(fig, output_dir / "attention_rollout.png")
-            return FigureRecord("attention_rollout.png",
-                                f"Attention rollout (heads averaged, residual added) from the {source} back to "
-                                "the input patches, overlaid on each image.")
-
-        attempt("mean attention distance", distance)
-        attempt("attention rollout", rollout)
-
+    names = [name for name, _ in images][:max_shown]
+    figures.attention(images, pixel_values, display, names, progress=progress)
+    family = family_of(model)
     if family == "swin":
         from .swin import swin_figures
 
         more = [lambda img=img: preprocess(model, [img])[0] for _, img in images[max_shown:]]
-        attempt("swin windows", lambda: swin_figures(model, pixel_values, display, names, output_dir,
-                                                     stage=swin_stage, more_images=more, progress=progress))
+        figures.attempt("swin windows", lambda: swin_figures(model, pixel_values, display, names, output_dir,
+                                                             stage=swin_stage, more_images=more, progress=progress))
     if family == "mae":
         from .mae import mae_figures
 
-        attempt("MAE reconstructions", lambda: mae_figures(model, pixel_values, names, output_dir,
-                                                            mask_ratios=mask_ratios, seed=seed, progress=progress))
+        figures.attempt("MAE reconstructions", lambda: mae_figures(model, pixel_values, names, output_dir,
+                                                                    mask_ratios=mask_ratios, seed=seed,
+                                                                    progress=progress))
+    write_index(output_dir, figures.records, title=f"hf-vision analyses: {_title(model)}", warning=warning)
+    return figures.records
 
-    write_index(output_dir, records, title=f"hf-vision analyses: {_title(model)}", warning=warning)
-    return records
+
+class _Figures:
+    """The figures of one `visualize` call: each is drawn, saved and recorded, or recorded as skipped with why."""
+
+    def __init__(self, model: nn.Module, output_dir: Path) -> None:
+        from . import plots
+
+        self.model, self.output_dir, self.plots = model, output_dir, plots
+        self.records: list[FigureRecord | Skipped] = []
+
+    def attempt(self, name: str, make: Callable[[], FigureRecord | list[FigureRecord]]) -> None:
+        try:
+            made = make()
+        except (AnalysisNotApplicable, NotImplementedError) as err:
+            self.records.append(Skipped(name, str(err)))
+            return
+        self.records.extend(made if isinstance(made, list) else [made])
+
+    def filters(self, num_components: int) -> FigureRecord:
+        components, explained = patch_embedding_components(patch_projection_weight(self.model), num_components)
+        fig = self.plots.plot_patch_filters(components, explained, title=f"RGB embedding filters: {_title(self.model)}")
+        self.plots.save_figure(fig, self.output_dir / "patch_embedding_filters.png")
+        return FigureRecord("patch_embedding_filters.png",
+                            f"First {len(explained)} principal components of the patch-projection filters "
+                            f"({100 * explained.sum():.0f}% of their variance).")
+
+    def positions(self) -> FigureRecord:
+        table, kind, grid, prefix = position_embedding_table(self.model)
+        similarity = position_embedding_similarity(table, grid, num_prefix_tokens=prefix)
+        label = "learned" if kind == "learned" else "fixed 2-D sin-cos (not learned)"
+        fig = self.plots.plot_position_similarity(similarity, title=f"Position embedding similarity ({label})")
+        self.plots.save_figure(fig, self.output_dir / "position_embedding_similarity.png")
+        return FigureRecord("position_embedding_similarity.png",
+                            f"Cosine similarity of each patch position's {label} embedding with all others "
+                            f"({grid[0]}x{grid[1]} grid).")
+
+    def attention(self, images: Sequence[tuple[str, np.ndarray]], pixel_values: torch.Tensor, display: np.ndarray,
+                  names: list[str], *, progress: bool) -> None:
+        """Attention of the unmasked encoder (ViT family): distances over every image, rollout of those shown."""
+        try:
+            view = describe(self.model)
+        except AnalysisNotApplicable as err:
+            if family_of(self.model) == "swin":
+                self.records.append(Skipped(
+                    "attention rollout", "Swin attends inside windows and merges tokens between stages, so there is "
+                    "no single token sequence to roll attention through; see the window attention and in-window "
+                    "attention distance figures"))
+            else:
+                self.records.append(Skipped("mean attention distance / attention rollout", str(err)))
+            return
+        from_cls = view.pooling == "cls" and view.num_prefix_tokens
+        distances, maps = [], []
+        for i in tqdm(range(len(images)), desc="attention", unit="image", disable=not progress):
+            pixels = pixel_values[i:i + 1] if i < len(names) else preprocess(self.model, [images[i][1]])[0]
+            attentions = encoder_attentions(self.model, pixels)
+            distances.append(attention_distances(attentions, view.grid_size, view.patch_size,
+                                                 num_prefix_tokens=view.num_prefix_tokens))
+            if i < len(names):
+                maps.append(rollout_map(attention_rollout(attentions), view.grid_size,
+                                        num_prefix_tokens=view.num_prefix_tokens, source="cls" if from_cls else "mean"))
+        self.attempt("mean attention distance", lambda: self._distance(view, distances, len(images)))
+        self.attempt("attention rollout", lambda: self._rollout(display, maps, names, from_cls))
+
+    def _distance(self, view, distances: list[np.ndarray], count: int) -> FigureRecord:
+        mean = np.concatenate(distances).mean(axis=0)
+        fig = self.plots.plot_attention_distance(mean, patch_size=view.patch_size,
+                                                 title=f"Mean attention distance over {count} images")
+        self.plots.save_figure(fig, self.output_dir / "mean_attention_distance.png")
+        return FigureRecord("mean_attention_distance.png",
+                            f"Mean attention distance (pixels) of each head per layer, averaged over {count} images; "
+                            f"max possible on this grid "
+                            f"{np.hypot(*(np.array(view.image_size) - view.patch_size)):.0f}px.")
+
+    def _rollout(self, display: np.ndarray, maps: list[np.ndarray], names: list[str], from_cls: bool) -> FigureRecord:
+        source = "class token" if from_cls else "mean of patch tokens"
+        fig = self.plots.plot_rollout(display, np.concatenate(maps), names,
+                                      title=f"Attention rollout from the {source} to the input")
+        self.plots.save_figure(fig, self.output_dir / "attention_rollout.png")
+        return FigureRecord("attention_rollout.png",
+                            f"Attention rollout (heads averaged, residual added) from the {source} back to "
+                            "the input patches, overlaid on each image.")
 
 
 def write_index(output_dir: str | Path, records: Sequence[FigureRecord | Skipped], *, title: str,

@@ -199,9 +199,6 @@ def swin_figures(
     the shift-region figure."""
     from tqdm.auto import tqdm
 
-    from . import plots
-    from .report import FigureRecord
-
     num_stages = len(model.config.depths)
     if not 0 <= stage < num_stages:
         raise ValueError(f"stage={stage} is not a stage of this model; accepted values: 0..{num_stages - 1}")
@@ -220,33 +217,55 @@ def swin_figures(
              shifted_window_index(*b.padded, b.window, b.shift)[: b.size[0], : b.size[1]])
             for b in drawn
         ])
+    output_dir = Path(output_dir)
+    return [_window_figure(display, per_image, names, output_dir, stride=stride, stage=stage),
+            _distance_figure(distances, stages, output_dir),
+            _shift_figure(per_image[0], output_dir, stage=stage)]
+
+
+def _window_figure(display: np.ndarray, per_image: list, names: Sequence[str], output_dir: Path, *, stride: int,
+                   stage: int):
+    from . import plots
+    from .report import FigureRecord
+
     fig = plots.plot_swin_window_attention(display, per_image, list(names), stride=stride, stage=stage)
-    plots.save_figure(fig, Path(output_dir) / "swin_window_attention.png")
+    plots.save_figure(fig, output_dir / "swin_window_attention.png")
     first = per_image[0]
-    records = [FigureRecord(
+    return FigureRecord(
         "swin_window_attention.png",
         f"Stage {stage + 1}: attention of each window's centre token (heads averaged) in a regular block"
         + (" and a shifted block" if len(first) > 1 else " (this stage has no shifted block at this size)")
         + f"; lines are window borders ({first[0][0].window}x{first[0][0].window} tokens of {stride}px).",
-    )]
-    # mean attention distance of every block, averaged over the images (heads differ per stage)
+    )
+
+
+def _distance_figure(distances: list, stages: list, output_dir: Path):
+    """Mean attention distance of every block, averaged over the images (heads differ per stage)."""
+    from . import plots
+    from .report import FigureRecord
+
     per_block = [np.concatenate([d[k] for d in distances]).mean(axis=0) for k in range(len(distances[0]))]
     labels = [f"{s + 1}.{b.block + 1}" for s, (blocks, _) in enumerate(stages) for b in blocks]
     fig = plots.plot_attention_distance(per_block, layer_labels=labels,
                                         title=f"Swin: mean attention distance inside windows over "
                                               f"{len(distances)} images")
-    plots.save_figure(fig, Path(output_dir) / "mean_attention_distance.png")
-    records.append(FigureRecord(
+    plots.save_figure(fig, output_dir / "mean_attention_distance.png")
+    return FigureRecord(
         "mean_attention_distance.png",
         "Mean attention distance (input pixels) of each head in every block (stage.block), inside its windows, "
         f"averaged over {len(distances)} images.",
-    ))
+    )
+
+
+def _shift_figure(first: list, output_dir: Path, *, stage: int):
+    """The regular and shifted partitions of the stage's shifted block, or why there is none."""
+    from . import plots
+    from .report import FigureRecord, Skipped
+
     shifted = next((b for b, _, _, _ in first if b.shift), None)
     if shifted is None:
-        from .report import Skipped
-
-        return records + [Skipped("swin shift regions", f"stage {stage + 1} uses no shifted windows at this input "
-                                  "size (its map is no larger than a window, or shifted_windows is off)")]
+        return Skipped("swin shift regions", f"stage {stage + 1} uses no shifted windows at this input "
+                       "size (its map is no larger than a window, or shifted_windows is off)")
     hp, wp = shifted.padded
     fig = plots.plot_swin_shift_regions(
         window_index(hp, wp, shifted.window), shifted_window_index(hp, wp, shifted.window, shifted.shift),
@@ -254,10 +273,9 @@ def swin_figures(
         region_attention_mask(hp, wp, shifted.window, shifted.shift),
         window=shifted.window, shift=shifted.shift, stage=stage,
     )
-    plots.save_figure(fig, Path(output_dir) / "swin_shift_regions.png")
-    records.append(FigureRecord(
+    plots.save_figure(fig, output_dir / "swin_shift_regions.png")
+    return FigureRecord(
         "swin_shift_regions.png",
         f"Stage {stage + 1} ({hp}x{wp} tokens, window {shifted.window}, shift {shifted.shift}): regular and shifted "
         "partitions, the cyclic-shift regions, and the attention mask of the bottom-right window.",
-    ))
-    return records
+    )
