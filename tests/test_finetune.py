@@ -344,7 +344,7 @@ def test_top5_reported_only_with_more_than_five_classes():
     import numpy as np
     from transformers import EvalPrediction
 
-    from hf_vision.training.finetune import _metric_fn
+    from hf_vision.training.trainer import metric_fn as _metric_fn
 
     labels = np.array([0, 1, 3, 3])
     four = _metric_fn(4)(EvalPrediction(predictions=np.eye(4), label_ids=labels))

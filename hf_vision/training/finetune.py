@@ -48,7 +48,6 @@ from .run_state import TRAINER, check_output_dir, check_same_max_steps
 from .trainer import CompleteCheckpoints, ImageClassificationTrainer, TrainBatches, metric_fn
 
 logger = logging.getLogger("hf_vision.training")
-_metric_fn = metric_fn  # its name before hf_vision.training.trainer
 
 # TrainingArguments defaults of the CLI that are plumbing, not recipe: no saving, evaluation or trackers unless
 # asked; our collator and label names; every parameter that trains takes part in every forward (frozen ones are not
@@ -56,9 +55,7 @@ _metric_fn = metric_fn  # its name before hf_vision.training.trainer
 CLI_DEFAULTS = dict(output_dir="outputs/finetune", save_strategy="no", eval_strategy="no", report_to="none",
                     remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0,
                     ddp_find_unused_parameters=False)
-# Views of the recipe files under their earlier names (one definition: hf_vision/recipes/finetune_*.py).
-DEMO_VIT = {k: v for k, v in load_recipe("finetune", "demo").model.items() if k != "preset"}
-RECIPES = {name: load_recipe("finetune", name).settings for name in ("mae", "demo")}
+# The demo recipe's training arguments over the plumbing (one definition: hf_vision/recipes/finetune_demo.py).
 TRAINING_DEFAULTS = {**CLI_DEFAULTS, **load_recipe("finetune", "demo").args}
 
 

@@ -49,8 +49,6 @@ from .run_state import PRETRAIN, check_output_dir, check_same_max_steps
 logger = logging.getLogger("hf_vision.training")
 
 CHECKPOINT_PREFIX = PRETRAIN.prefix
-# The demo recipe's model (hf_vision/recipes/pretrain_demo.py), as config fields over the mae-vit-base preset.
-DEMO_MAE = {k: v for k, v in load_recipe("pretrain", "demo").model.items() if k != "preset"}
 
 
 class NonFiniteLossError(RuntimeError):
