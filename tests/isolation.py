@@ -19,6 +19,11 @@ HIDDEN = ("hf_vision", "modeling", "tests")
 
 def dependency_paths() -> list[str]:
     """This interpreter's import path (stdlib, venv, system and user site-packages) without the project's folders."""
+    from transformers.utils import HF_MODULES_CACHE
+
+    # The parent's remote-code cache would shadow the child's own transformers_modules package (the child appends
+    # its cache last): left out by name, and so is any folder that holds a transformers_modules package now.
+    modules_cache = Path(HF_MODULES_CACHE).resolve()
     keep = []
     for entry in sys.path:
         if entry in ("", "."):
@@ -26,8 +31,8 @@ def dependency_paths() -> list[str]:
         path = Path(entry).resolve()
         if path == ROOT or ROOT in path.parents or not path.exists():
             continue
-        if (path / "transformers_modules").is_dir():  # the parent's remote-code cache (HF_MODULES_CACHE), which
-            continue  # would shadow the child's own transformers_modules package
+        if path == modules_cache or (path / "transformers_modules").is_dir():
+            continue
         keep.append(str(path))
     return list(dict.fromkeys(keep))
 

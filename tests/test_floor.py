@@ -58,7 +58,14 @@ _LOAD = textwrap.dedent("""
     for name in sorted(os.listdir(folder)):
         ckpt = os.path.join(folder, name)
         probe = torch.load(os.path.join(ckpt, "probe.pt"))
-        model = getattr(transformers, probe["auto"]).from_pretrained(ckpt, trust_remote_code=True).eval()
+        try:
+            model = getattr(transformers, probe["auto"]).from_pretrained(ckpt, trust_remote_code=True).eval()
+        except ModuleNotFoundError:  # seen once under -n 2 (not reproduced alone): say where the package was found
+            package = sys.modules.get("transformers_modules")
+            where = list(getattr(package, "__path__", []))
+            print("transformers_modules:", where, {p: sorted(os.listdir(p)) for p in where if os.path.isdir(p)},
+                  "sys.path:", sys.path, file=sys.stderr)
+            raise
         with torch.no_grad():
             out = model(pixel_values=probe["x"], **probe["extra"])
         result[name] = {k: (out[k] - v).abs().max().item() for k, v in probe["ref"].items()}

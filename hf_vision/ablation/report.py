@@ -3,7 +3,8 @@ results.json, a Markdown table, one PNG per table and an index.html over every t
 
 Verdicts compare each row with the table's reference row (the paper's default), metric by metric:
 - "reproduces": our difference has the paper's sign and the error bars (mean +/- sd) do not overlap; or the
-  paper reports no difference (within 0.3 points) and ours overlap;
+  paper reports no difference (within 0.3 points) and ours is shown to be small: |difference| + both sds <= 1
+  point (overlapping wide bars show nothing either way);
 - "does not reproduce": the opposite sign, bars apart; or the paper reports no difference and ours are apart;
 - "inconclusive": the bars overlap (or a single seed, which has no error bar).
 """
@@ -19,6 +20,7 @@ from .tables import Row, Table
 
 METRIC_LABELS = {"top1": "top-1", "finetune_top1": "fine-tune top-1", "probe_top1": "linear-probe top-1"}
 REFERENCE = "reference"
+EQUIVALENCE_MARGIN = 0.01  # "no difference" is reproduced when ours is within 1 point, error bars included
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -45,7 +47,11 @@ def verdict(ours: dict[str, float], ref: dict[str, float], paper: float | None, 
     delta = ours["mean"] - ref["mean"]
     overlap = abs(delta) <= ours["std"] + ref["std"]
     if abs(paper_delta) < 0.003:
-        return "reproduces (no difference)" if overlap else "does not reproduce (paper: no difference)"
+        if not overlap:
+            return "does not reproduce (paper: no difference)"
+        if abs(delta) + ours["std"] + ref["std"] <= EQUIVALENCE_MARGIN:
+            return "reproduces (no difference)"
+        return "inconclusive (error bars overlap; paper: no difference)"
     if overlap:
         return "inconclusive (error bars overlap)"
     return "reproduces" if (delta > 0) == (paper_delta > 0) else "does not reproduce"

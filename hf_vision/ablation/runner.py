@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .tables import AUGMENTATIONS, Row, Table
+from .tables import Row, Table
 
 logger = logging.getLogger("hf_vision.ablation")
 
@@ -140,61 +140,6 @@ def mae_flops(config: dict[str, Any], *, batch: int = 8) -> float:
     return train_flops_per_image(model, lambda m: m(pixels, noise=noise).loss, batch)
 
 
-# ---------------------------------------------------------------------------------------------- augmentation
-class ColorJitterAfter:
-    """A uint8 (3, H, W) transform followed by colour jitter (MAE Table 1e's "crop + color jit")."""
-
-    def __init__(self, transform: Callable, *, strength: float = 0.4) -> None:
-        from torchvision.transforms import v2
-
-        self.transform = transform
-        self.jitter = v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength)
-
-    def __call__(self, image):
-        return self.jitter(self.transform(image))
-
-
-def pretrain_augmentation(name: str) -> Callable:
-    """A replacement for `pretrain_transform(spec)` giving MAE Table 1e's augmentation `name`."""
-    from ..data import RandomResizedCropDecode, eval_transform, pretrain_transform
-
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"augmentation={name!r} is not one of {', '.join(AUGMENTATIONS)}")
-
-    def make(spec, **kwargs):
-        if name == "none":  # centre crop, no flip
-            return eval_transform(spec)
-        if name == "crop-fixed":  # a fixed-size random crop (224 of 256: 0.766 of the area), flip
-            return RandomResizedCropDecode(spec.size, scale=(0.766, 0.766), ratio=(1.0, 1.0), hflip=0.5)
-        if name == "crop-color":
-            return ColorJitterAfter(pretrain_transform(spec, **kwargs))
-        return pretrain_transform(spec, **kwargs)
-
-    return make
-
-
-@contextlib.contextmanager
-def pretrain_augmentation_patched(name: str) -> Iterator[None]:
-    """Swap the transform factory `pretrain` builds its stream with (PretrainArguments has no augmentation option).
-
-    The one place that reaches into the pre-training module; it fails loudly if the name it replaces moves.
-    """
-    from ..training import pretrain as module
-
-    if name == "crop-random":  # the package's default: nothing to change
-        yield
-        return
-    original = getattr(module, "pretrain_transform", None)
-    if original is None:
-        raise RuntimeError("hf_vision.training.pretrain no longer builds its stream with `pretrain_transform`; "
-                           "the mae-augmentation table needs a new hook there")
-    module.pretrain_transform = pretrain_augmentation(name)
-    try:
-        yield
-    finally:
-        module.pretrain_transform = original
-
-
 # ------------------------------------------------------------------------------------------------- running
 @contextlib.contextmanager
 def _quiet(log_path: Path) -> Iterator[None]:
@@ -264,10 +209,9 @@ def run_mae(row: Row, plan: dict[str, Any], run_dir: Path, *, seed: int, num_lab
         config_overrides=overrides_text(row.config), dataset=plan["dataset"], output_dir=str(pretrain_dir),
         max_steps=steps["pretrain"], per_device_batch_size=batch, learning_rate=PRETRAIN_LR, seed=seed,
         report_to="none", overwrite_output_dir=True, num_reconstructions=4, shuffle_buffer=plan["shuffle_buffer"],
-        logging_steps=max(steps["pretrain"], 1),
+        logging_steps=max(steps["pretrain"], 1), augmentation=row.augmentation,
     )
-    with pretrain_augmentation_patched(row.augmentation):
-        summary, pre_wall, pre_cpu = _timed(lambda: pretrain(args))
+    summary, pre_wall, pre_cpu = _timed(lambda: pretrain(args))
     encoder = str(pretrain_dir)
     ft, ft_wall, ft_cpu = _timed(lambda: _finetune(encoder, plan, run_dir / "finetune", seed=seed,
                                                    steps=steps["finetune"], lr=FINETUNE_LR))
@@ -325,18 +269,34 @@ def run_one(table: Table, row: Row, seed: int, options: RunOptions, num_labels: 
 
 def run_table(table: Table, options: RunOptions) -> dict[str, Any]:
     """Run (or resume) every selected (row, seed); returns the table's results (see report.table_results)."""
-    from tqdm.auto import tqdm
-
-    from .report import table_results, write_table
-
     rows = [table.row(name) for name in options.rows] if options.rows else list(table.rows)
     if options.rows and table.reference not in options.rows:
         rows.insert(0, table.row(table.reference))  # verdicts compare with the reference row
     seeds = 1 if options.quick else options.seeds
-    # The Trainer and Accelerate call gc.collect() several times per run; with the long-lived objects of torch,
-    # transformers and datasets tracked, each call costs about a second. Freezing them (they live until exit
-    # anyway) makes those calls cheap; objects created later are collected as usual.
+    with _long_lived_objects_frozen():
+        return _run_table(table, options, rows, seeds)
+
+
+@contextlib.contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """The Trainer and Accelerate call gc.collect() several times per run; with the long-lived objects of torch,
+    transformers and datasets tracked, each call costs about a second. Frozen for the table's runs, those calls are
+    cheap; objects created later are collected as usual. Afterwards they are tracked again (unless the caller had
+    frozen objects itself: then everything stays frozen, as the caller chose)."""
+    caller_froze = gc.get_freeze_count() > 0
     gc.freeze()
+    try:
+        yield
+    finally:
+        if not caller_froze:
+            gc.unfreeze()
+
+
+def _run_table(table: Table, options: RunOptions, rows: list[Row], seeds: int) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from .report import table_results, write_table
+
     num_labels = _num_labels(options.dataset)
     jobs = [(row, seed) for row in rows for seed in range(seeds)]
     runs, reused = [], 0

@@ -30,7 +30,6 @@ ABLATION_SWIN = dict(image_size=32, patch_size=2, embed_dim=32, depths=(2, 2), n
 VIT_PRESET = "vit-base-patch16-224"
 HYBRID_PRESET = "vit-base-r50-s16-224"
 SWIN_PRESET = "swin-tiny-patch4-window7-224"
-AUGMENTATIONS = ("none", "crop-fixed", "crop-random", "crop-color")
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Row:
     preset: str = VIT_PRESET
     learning_rate: float | None = None  # None: the table's
     steps_scale: float = 1.0  # this row trains for steps_scale x the table's steps (compute budgets)
-    augmentation: str = "crop-random"  # MAE pre-training augmentation (one of AUGMENTATIONS)
+    augmentation: str = "crop-random"  # MAE pre-training augmentation (PretrainArguments.augmentation)
     paper: dict[str, float | None] = field(default_factory=dict)  # metric -> the paper's number
     x: float | None = None  # position on a curve (the mask ratio)
 

@@ -196,10 +196,35 @@ class ResizeCenterCropDecode:
         return TF.center_crop(pixels, list(self.size))
 
 
-def pretrain_transform(spec: PreprocessSpec, *, scale: tuple[float, float] = (0.2, 1.0), hflip: float = 0.5,
-                       reduced_decode: bool = True) -> RandomResizedCropDecode:
-    """MAE pre-training: RandomResizedCrop(scale (0.2, 1), bicubic) + horizontal flip."""
-    return RandomResizedCropDecode(spec.size, scale=scale, hflip=hflip, reduced_decode=reduced_decode)
+# MAE Table 1e's pre-training augmentations; "crop-random" is the paper's (and our) default.
+PRETRAIN_AUGMENTATIONS = ("none", "crop-fixed", "crop-random", "crop-color")
+
+
+class ColorJitterAfter:
+    """A uint8 (3, H, W) transform followed by colour jitter (MAE Table 1e's "crop + color jit")."""
+
+    def __init__(self, transform: Any, *, strength: float = 0.4) -> None:
+        self.transform = transform
+        self.jitter = v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.jitter(self.transform(image))
+
+
+def pretrain_transform(spec: PreprocessSpec, *, augmentation: str = "crop-random",
+                       scale: tuple[float, float] = (0.2, 1.0), hflip: float = 0.5, reduced_decode: bool = True):
+    """MAE pre-training: RandomResizedCrop(scale (0.2, 1), bicubic) + horizontal flip, or another of MAE Table 1e's
+    `augmentation`s: "none" (the evaluation resize + centre crop, no flip), "crop-fixed" (a fixed-size random crop
+    of 0.766 of the area, as 224 of 256, + flip) or "crop-color" (the default + colour jitter 0.4)."""
+    if augmentation not in PRETRAIN_AUGMENTATIONS:
+        raise ValueError(f"augmentation={augmentation!r} is not one of {', '.join(PRETRAIN_AUGMENTATIONS)}")
+    if augmentation == "none":
+        return eval_transform(spec, reduced_decode=reduced_decode)
+    if augmentation == "crop-fixed":
+        return RandomResizedCropDecode(spec.size, scale=(0.766, 0.766), ratio=(1.0, 1.0), hflip=hflip,
+                                       reduced_decode=reduced_decode)
+    crop = RandomResizedCropDecode(spec.size, scale=scale, hflip=hflip, reduced_decode=reduced_decode)
+    return ColorJitterAfter(crop) if augmentation == "crop-color" else crop
 
 
 def finetune_transform(spec: PreprocessSpec, *, scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5,

@@ -39,6 +39,7 @@ import torch
 
 from ..data import Collate, ImageStream, PreprocessSpec, StreamLoader, available_splits, eval_transform, \
     load_image_source, pretrain_transform
+from ..data.transforms import PRETRAIN_AUGMENTATIONS
 from ..optimize import optimize_for_cpu
 from ..recipes import load_recipe
 from . import run_state
@@ -96,6 +97,9 @@ class PretrainArguments:
     dataloader_num_workers: int = 0
     report_to: str = field(default="auto", metadata={"help": "auto (tensorboard if installed), none, or a tracker."})
     mask_ratio: float | None = None
+    augmentation: str = field(default="crop-random", metadata={
+        "help": "Pre-training augmentation (MAE Table 1e): crop-random (the paper's: random-size crop + flip), "
+                "crop-fixed, crop-color (+ colour jitter) or none."})
     norm_pix_loss: bool | None = None
     num_reconstructions: int = 8
     log_example_keys: bool = field(default=False, metadata={
@@ -116,6 +120,8 @@ class PretrainArguments:
 
 def resolve_args(args: PretrainArguments) -> PretrainArguments:
     """The arguments with every option left unset (None) taken from the recipe file."""
+    if args.augmentation not in PRETRAIN_AUGMENTATIONS:
+        raise ValueError(f"--augmentation {args.augmentation!r} is not one of {', '.join(PRETRAIN_AUGMENTATIONS)}")
     recipe = load_recipe("pretrain", args.recipe)
     unset = {k: v for k, v in recipe.args.items() if getattr(args, k) is None}
     return replace(args, **unset)
@@ -239,7 +245,8 @@ def build_run(args: PretrainArguments) -> Run:
         world_size=world, max_steps=args.max_steps, num_train_epochs=args.num_train_epochs,
         num_examples=source.num_examples, dataset_name=source.name, learning_rate=args.learning_rate,
         base_learning_rate=args.base_learning_rate, warmup_steps=args.warmup_steps)
-    stream = ImageStream(source, pretrain_transform(spec), batch_size=args.per_device_batch_size,
+    transform = pretrain_transform(spec, augmentation=args.augmentation)
+    stream = ImageStream(source, transform, batch_size=args.per_device_batch_size,
                          collate=Collate(spec.mean, spec.std), shuffle_buffer=args.shuffle_buffer, seed=args.seed,
                          rank=rank, world_size=world, infinite=True, with_labels=False)
     loader = StreamLoader(stream, num_workers=args.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda")
