@@ -179,7 +179,10 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         else:
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:  # a table whose paper gives curves, not numbers (vit-pooling)
+            ax.text(0.5, 0.5, "no numbers in the paper", ha="center", va="center", transform=ax.transAxes)
     for ax in (ours_ax, paper_ax):  # bars start at a sensible floor, so that differences stay visible
         if not curve:
             low = [p.get_height() for p in ax.patches if p.get_height() > 0]
