@@ -1,6 +1,8 @@
 """The oneDNN-backed Linear: same results and gradients as F.linear, and oneDNN really runs (profiler)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -171,3 +173,30 @@ def test_timing_runs_both_kernels_on_fresh_tensors(threads):
         assert (ops.get("aten::convolution_backward", 0) > 0) is grads
     seconds = linear_module._time_kernels(256, 96, 64, bias=False, grad_input=False, grad_weight=True)
     assert all(0 < t < 10 for t in seconds)
+
+
+def test_adamw_is_fused_where_torch_has_the_kernel_and_matches_the_loop():
+    """The training loops and the benchmark build AdamW with `adamw`: fused on CPU fp32 (one pass per tensor),
+    the caller's own choice kept, and the same update as torch's for-loop AdamW up to rounding."""
+    from hf_vision.optimize import adamw
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+    groups = [{"params": [model[0].weight, model[2].weight], "weight_decay": 0.05},
+              {"params": [model[0].bias, model[2].bias], "weight_decay": 0.0}]
+    fused = adamw(groups, lr=1e-2, betas=(0.9, 0.95))
+    assert all(g["fused"] for g in fused.param_groups)
+    assert not adamw(model.parameters(), lr=1e-2, foreach=False).param_groups[0]["fused"]  # caller's choice
+    twin, start = copy.deepcopy(model), copy.deepcopy(model)
+    loop = torch.optim.AdamW([{"params": [twin[0].weight, twin[2].weight], "weight_decay": 0.05},
+                              {"params": [twin[0].bias, twin[2].bias], "weight_decay": 0.0}],
+                             lr=1e-2, betas=(0.9, 0.95), foreach=False)
+    x = torch.randn(32, 8)
+    for _ in range(5):
+        for net, opt in ((model, fused), (twin, loop)):
+            net(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all((a - b).abs().max() > 1e-3 for a, b in zip(model.parameters(), start.parameters()))  # it trained

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backwa
 
 from hf_vision.modeling.config_checks import pair
 
+from ..optimize import adamw
 from .settings import Settings
 from .suites import STEP_KINDS, Contender
 
@@ -148,7 +149,7 @@ class _Runner:
     def __init__(self, contender: Contender, mode: str, batch: dict[str, torch.Tensor], *, autocast: bool) -> None:
         self.model, self.kind, self.mode, self.batch = contender.model, STEP_KINDS[contender.kind], mode, batch
         self.precision = lambda: _precision(batch["pixel_values"].device, autocast)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4) if mode == "train" else None
+        self.optimizer = adamw(self.model.parameters(), lr=1e-4) if mode == "train" else None
 
     def step(self) -> None:
         if self.mode == "inference":

@@ -39,7 +39,7 @@ from transformers import TrainingArguments, set_seed
 from ..data import BatchAugment, Collate, ImageStream, PreprocessSpec, StreamLoader, available_splits, \
     eval_transform, finetune_transform, load_image_source
 from ..hub import check_local_path, read_config
-from ..optimize import optimize_for_cpu
+from ..optimize import adamw, optimize_for_cpu
 from ..recipes import load_recipe
 from . import run_state
 from .core import check_launch, plan_schedule, write_card, write_run_args
@@ -313,7 +313,7 @@ def make_trainer(model, training_args: TrainingArguments, recipe: dict[str, Any]
 
     groups = param_groups(model, lr=training_args.learning_rate, weight_decay=training_args.weight_decay,
                           layer_decay=recipe["layer_decay"])
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=training_args.learning_rate,
         betas=(training_args.adam_beta1, training_args.adam_beta2), eps=training_args.adam_epsilon,
     )
