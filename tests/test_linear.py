@@ -187,6 +187,9 @@ def test_adamw_is_fused_where_torch_has_the_kernel_and_matches_the_loop():
     fused = adamw(groups, lr=1e-2, betas=(0.9, 0.95))
     assert all(g["fused"] for g in fused.param_groups)
     assert not adamw(model.parameters(), lr=1e-2, foreach=False).param_groups[0]["fused"]  # caller's choice
+    # groups whose params are generators keep every parameter (they are read once for the check)
+    from_generators = adamw([{"params": model[0].parameters()}, {"params": model[2].parameters()}], lr=1e-2)
+    assert [len(g["params"]) for g in from_generators.param_groups] == [2, 2]
     twin, start = copy.deepcopy(model), copy.deepcopy(model)
     loop = torch.optim.AdamW([{"params": [twin[0].weight, twin[2].weight], "weight_decay": 0.05},
                               {"params": [twin[0].bias, twin[2].bias], "weight_decay": 0.0}],

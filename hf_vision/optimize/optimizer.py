@@ -15,12 +15,14 @@ FUSED_DEVICES = frozenset({"cpu", "cuda", "xpu", "mps"})
 FUSED_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 
 
-def _tensors(params: Iterable[Any]) -> list[torch.Tensor]:
-    out: list[torch.Tensor] = []
+def _materialised(params: Iterable[Any]) -> list[Any]:
+    """The parameters, or parameter groups (new dicts; the caller's are not touched), with every `params` a list:
+    a generator read once to check it would reach AdamW empty."""
+    out: list[Any] = []
     for item in params:
         if isinstance(item, dict):  # a parameter group
             group = item["params"]
-            out.extend([group] if isinstance(group, torch.Tensor) else group)
+            out.append({**item, "params": [group] if isinstance(group, torch.Tensor) else list(group)})
         else:
             out.append(item)
     return out
@@ -29,9 +31,9 @@ def _tensors(params: Iterable[Any]) -> list[torch.Tensor]:
 def adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.AdamW:
     """`torch.optim.AdamW(params, **kwargs)`, with `fused=True` when every parameter is on a device and of a dtype
     torch has the fused kernel for (and the caller did not choose `fused` or `foreach` itself)."""
-    params = list(params)
+    params = _materialised(params)
     if "fused" not in kwargs and "foreach" not in kwargs:
-        tensors = _tensors(params)
+        tensors = [t for item in params for t in (item["params"] if isinstance(item, dict) else [item])]
         kwargs["fused"] = bool(tensors) and all(
             t.device.type in FUSED_DEVICES and t.dtype in FUSED_DTYPES for t in tensors)
     return torch.optim.AdamW(params, **kwargs)
