@@ -103,8 +103,8 @@ def test_a_modeling_py_in_the_working_directory_does_not_break_import(tmp_path):
 # prefix decides. A new module must be placed here (test_every_hf_vision_module_has_a_layer says so).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("hf_vision.modeling",)),
-    ("basics", ("hf_vision.presets", "hf_vision.auto", "hf_vision.optimize", "hf_vision.cli", "hf_vision.overrides",
-                "hf_vision.recipes")),
+    ("basics", ("hf_vision.paths", "hf_vision.presets", "hf_vision.auto", "hf_vision.optimize", "hf_vision.cli",
+                "hf_vision.overrides", "hf_vision.recipes")),
     ("io", ("hf_vision.data", "hf_vision.convert", "hf_vision.model_card", "hf_vision.hub", "hf_vision.publish")),
     ("analysis", ("hf_vision.analysis",)),  # the papers' figures; pre-training draws its reconstruction grid with it
     ("training", ("hf_vision.training",)),

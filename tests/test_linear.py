@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +25,8 @@ def always_onednn(monkeypatch):
     per-machine choice has its own tests below, which turn measuring back on)."""
     monkeypatch.setattr(linear_module, "MEASURE", False)
     monkeypatch.setattr(linear_module, "_choices", {})
+    monkeypatch.setattr(linear_module, "_merged_from", set())
+    monkeypatch.setenv("HF_VISION_KERNEL_CHOICES", "off")  # the persistence tests below name their own file
 
 
 @pytest.fixture
@@ -159,6 +167,167 @@ def test_measured_choice_picks_the_faster_kernel_once_per_problem(onednn_faster,
                                      dict(bias=True, grad_input=False, grad_weight=True)]
     assert {t[:3] for t in timed} == {(784, 96, 288)}
     assert set(linear_module.measured_choices().values()) == {onednn_faster}
+
+
+def _timing_that_prefers(onednn_faster: bool, timed: list):
+    def fake_timing(rows, features, out_features, **flags):
+        timed.append((rows, features, out_features, flags))
+        return (1.0, 0.5) if onednn_faster else (1.0, 1.0)  # (F.linear, oneDNN) seconds
+
+    return fake_timing
+
+
+def _new_process(monkeypatch):
+    """What a fresh interpreter starts with: no choice made, no file read."""
+    monkeypatch.setattr(linear_module, "_choices", {})
+    monkeypatch.setattr(linear_module, "_merged_from", set())
+
+
+@pytest.mark.parametrize("onednn_faster", [True, False])
+def test_choices_persist_per_machine_and_later_processes_do_not_retime(onednn_faster, monkeypatch, threads,
+                                                                        tmp_path):
+    """A problem is timed once per machine: the next process reads the stored choice (same kernel, so the same
+    rounding) instead of timing again, whatever a new timing would say."""
+    threads(2)
+    path = tmp_path / "choices.json"
+    monkeypatch.setenv("HF_VISION_KERNEL_CHOICES", str(path))
+    monkeypatch.setattr(linear_module, "MEASURE", True)
+    timed = []
+    monkeypatch.setattr(linear_module, "_time_kernels", _timing_that_prefers(onednn_faster, timed))
+    layer = Linear(96, 288)
+    x = torch.randn(4, 196, 96)
+    with torch.no_grad():
+        first = layer(x)
+    assert len(timed) == 1
+    stored = json.loads(path.read_text())
+    assert stored["format"] == linear_module.CHOICES_FORMAT
+    assert stored["fingerprint"] == linear_module.machine_fingerprint()
+    assert stored["choices"] == {"784,96,288,1,0,0,2": onednn_faster}
+
+    _new_process(monkeypatch)  # a later process; a new timing would now say the opposite
+    monkeypatch.setattr(linear_module, "_time_kernels", _timing_that_prefers(not onednn_faster, timed))
+    with torch.no_grad():
+        ops = _ops(lambda: layer(x))
+        again = layer(x)
+    assert len(timed) == 1, "the stored choice was timed again"
+    assert ("aten::mkldnn_convolution" in ops) is onednn_faster
+    assert torch.equal(again, first)
+    assert linear_module.measured_choices() == {(784, 96, 288, True, False, False, 2): onednn_faster}
+
+    linear_module.forget_choices()  # re-time on demand
+    assert not path.exists()
+    with torch.no_grad():
+        layer(x)
+    assert len(timed) == 2 and json.loads(path.read_text())["choices"] == {"784,96,288,1,0,0,2": not onednn_faster}
+
+
+def test_a_choice_stored_first_by_another_process_wins(monkeypatch, threads, tmp_path):
+    """Two processes timing the same problem at once may disagree; the one that stored first is what both use."""
+    threads(2)
+    path = tmp_path / "choices.json"
+    monkeypatch.setenv("HF_VISION_KERNEL_CHOICES", str(path))
+    monkeypatch.setattr(linear_module, "MEASURE", True)
+    layer = Linear(96, 288)
+    x = torch.randn(4, 196, 96)
+
+    def other_process_stores_first(*args, **kwargs):  # while this process times, another one stores its choice
+        linear_module._store_choice(path, (784, 96, 288, True, False, False, 2), True)
+        return (1.0, 1.0)  # this process's own timing: F.linear
+
+    monkeypatch.setattr(linear_module, "_time_kernels", other_process_stores_first)
+    with torch.no_grad():
+        ops = _ops(lambda: layer(x))
+    assert "aten::mkldnn_convolution" in ops
+    assert linear_module.measured_choices() == {(784, 96, 288, True, False, False, 2): True}
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": 999, "choices": {"784,96,288,1,0,0,2": true}}',
+                                     '{"format": 1, "choices": {"a,b": true, "1,2,3": false, "784,96,288,1,0,0,2": 1}}'])
+def test_a_damaged_or_foreign_choice_file_is_ignored_and_rewritten(content, monkeypatch, threads, tmp_path):
+    threads(2)
+    path = tmp_path / "choices.json"
+    path.write_text(content)
+    monkeypatch.setenv("HF_VISION_KERNEL_CHOICES", str(path))
+    monkeypatch.setattr(linear_module, "MEASURE", True)
+    timed = []
+    monkeypatch.setattr(linear_module, "_time_kernels", _timing_that_prefers(False, timed))
+    with torch.no_grad():
+        Linear(96, 288)(torch.randn(4, 196, 96))
+    assert len(timed) == 1
+    assert json.loads(path.read_text())["choices"] == {"784,96,288,1,0,0,2": False}
+
+
+def test_persistence_off_and_an_unwritable_file(monkeypatch, threads, tmp_path):
+    """`off` keeps choices in the process only; a file that cannot be written warns (naming the variable) and the
+    process goes on with its own choice."""
+    threads(2)
+    monkeypatch.setattr(linear_module, "MEASURE", True)
+    timed = []
+    monkeypatch.setattr(linear_module, "_time_kernels", _timing_that_prefers(True, timed))
+    x = torch.randn(4, 196, 96)
+    monkeypatch.setenv("HF_VISION_KERNEL_CHOICES", "off")
+    assert linear_module.choices_path() is None
+    with torch.no_grad():
+        Linear(96, 288)(x)
+    assert len(timed) == 1 and not list(tmp_path.iterdir())
+
+    _new_process(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HF_VISION_KERNEL_CHOICES", str(blocker / "choices.json"))  # its parent is a file
+    with torch.no_grad(), pytest.warns(UserWarning, match="HF_VISION_KERNEL_CHOICES"):
+        ops = _ops(lambda: Linear(96, 288)(x))
+    assert "aten::mkldnn_convolution" in ops and len(timed) == 2
+
+
+def test_default_choice_file_is_per_machine_under_the_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_VISION_KERNEL_CHOICES")
+    monkeypatch.setenv("HF_VISION_CACHE", str(tmp_path))
+    path = linear_module.choices_path()
+    assert path.parent == tmp_path / "cpu_kernels" and path.suffix == ".json"
+    fingerprint = linear_module.machine_fingerprint()
+    assert fingerprint["torch"] == torch.__version__ and fingerprint["cpu"]
+    monkeypatch.setattr(torch, "__version__", "0.0.0")  # another torch build: another file
+    assert linear_module.choices_path() != path
+
+
+def test_seeded_training_repeats_exactly_across_processes_with_the_opt_in(tmp_path):
+    """The point of persisting: two processes that train the same seeded model after `optimize_for_cpu` get
+    bitwise the same weights, the second one reading every kernel choice the first one timed (8 x 65 tokens x 96
+    features: large enough for oneDNN to apply, so every Linear's problem is timed in the first process)."""
+    script = textwrap.dedent("""
+        import json, sys
+        import torch
+        import hf_vision
+        from hf_vision.optimize import onednn_linear
+        torch.set_num_threads(2)
+        calls = []
+        timer = onednn_linear._time_kernels
+        onednn_linear._time_kernels = lambda *a, **k: calls.append(a) or timer(*a, **k)
+        config = hf_vision.get_config("vit-base-patch16-224", hidden_size=96, num_hidden_layers=2,
+                                      num_attention_heads=2, intermediate_size=192, image_size=128, num_labels=3)
+        torch.manual_seed(0)
+        model = hf_vision.optimize_for_cpu(hf_vision.ViTForImageClassification(config))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        pixels, labels = torch.randn(8, 3, 128, 128), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(pixel_values=pixels, labels=labels).loss.backward()
+            optimizer.step()
+        torch.save(model.state_dict(), sys.argv[1])
+        print(json.dumps({"timed": len(calls), "choices": len(onednn_linear.measured_choices())}))
+    """)
+    env = {**os.environ, "HF_VISION_KERNEL_CHOICES": str(tmp_path / "choices.json")}
+    runs = []
+    for i in range(2):
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"w{i}.pt")], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[0]["timed"] > 0 and runs[0]["choices"] == runs[0]["timed"]
+    assert runs[1] == {"timed": 0, "choices": runs[0]["choices"]}
+    first, second = (torch.load(tmp_path / f"w{i}.pt") for i in range(2))
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_timing_runs_both_kernels_on_fresh_tensors(threads):

@@ -17,16 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import cache_dir
+
 DIGITS_VERSION = "v3"
 DIGITS_IMAGE_SIZE = 32
 TRAIN_SHARDS = 4  # divisible by 1, 2 and 4 processes, so `split_dataset_by_node` splits by shards
 TEST_SHARDS = 2
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("HF_VISION_CACHE", Path.home() / ".cache" / "hf_vision"))
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,8 +13,14 @@ fp32 product; results differ from sgemm only in summation order (~1e-7 relative)
 AVX-512 kernels (Intel CPUs) sgemm can win: on a 2-core Intel Xeon (AVX-512) the optimized ViT-B/16 training
 step was ~25% slower than the plain one. So the swapped `Linear` does not assume: for each problem (rows, sizes,
 bias, whether gradients are needed, threads) it times both kernels once per process on random data of that
-shape (`prefers_onednn`, cached) and keeps oneDNN only where it is clearly faster (`MARGIN`). `ENABLED = False`
+shape (`prefers_onednn`) and keeps oneDNN only where it is clearly faster (`MARGIN`). `ENABLED = False`
 turns oneDNN off; `MEASURE = False` uses it wherever it applies without timing (tests, `linear` itself always does).
+
+The two kernels round differently, and under load a timing can come out either way, so a choice timed afresh in
+every process made seeded training unrepeatable (one ablation table re-run moved 12 of 18 accuracies). The
+choices are therefore kept per machine in a JSON file (`choices_path`: `$HF_VISION_CACHE/cpu_kernels/`, one file
+per CPU and torch build; `HF_VISION_KERNEL_CHOICES` names another file, or `off`): a problem is timed once on a
+machine, and every later process reads its choice. `forget_choices()` drops them to re-time.
 
 PyTorch sends a 1x1 convolution to oneDNN only for "large" problems (several threads, or a batch of at
 least 16 images, and more than 20480 input elements); `_images` picks a layout that qualifies, and small or
@@ -24,12 +30,20 @@ The state dict is `nn.Linear`'s (weight (out, in), bias (out,)); only the kernel
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
 import time
+import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..paths import cache_dir
 
 ENABLED = True  # False: every Linear computes with F.linear (e.g. to reproduce sgemm's rounding exactly)
 MEASURE = True  # False: `Linear` uses oneDNN wherever it applies, without timing it against F.linear first
@@ -142,6 +156,98 @@ def _onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 _choices: dict[tuple, bool] = {}  # problem key -> oneDNN measured faster (see `prefers_onednn`)
+_merged_from: set[Path] = set()  # the choice files already read into `_choices` by this process
+CHOICES_FORMAT = 1  # version of the choice file's layout; a file of another version is ignored (re-timed)
+OFF = ("", "0", "off", "none", "false")
+
+
+def machine_fingerprint() -> dict[str, str]:
+    """What a kernel choice depends on besides the problem: the CPU (vendor, model, instruction-set flags) and the
+    torch build (which bundles oneDNN and MKL)."""
+    cpu = {"model name": platform.processor()}
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]  # the first logical CPU's block
+        for line in first.splitlines():
+            name, _, value = line.partition(":")
+            cpu[name.strip()] = value.strip()
+    except OSError:  # not Linux: the processor string is what there is
+        pass
+    return {"machine": platform.machine(), "torch": torch.__version__,
+            "cpu": " / ".join(cpu.get(k, "") for k in ("vendor_id", "cpu family", "model", "model name")),
+            "cpu_flags_sha1": hashlib.sha1(cpu.get("flags", "").encode()).hexdigest()[:12]}
+
+
+def choices_path() -> Path | None:
+    """The file this machine's choices persist in, or None where `HF_VISION_KERNEL_CHOICES` turns that off."""
+    value = os.environ.get("HF_VISION_KERNEL_CHOICES")
+    if value is not None:
+        return None if value.strip().lower() in OFF else Path(value)
+    digest = hashlib.sha1(json.dumps(machine_fingerprint(), sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "cpu_kernels" / f"{digest}.json"
+
+
+def _key_text(key: tuple) -> str:
+    return ",".join(str(int(v)) for v in key)  # (rows, in, out, bias, grad_input, grad_weight, threads)
+
+
+def _read_choices(path: Path) -> dict[tuple, bool]:
+    """The choices stored in `path` ({} when it is missing, unreadable or of another format)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict) or stored.get("format") != CHOICES_FORMAT:
+        return {}
+    choices = {}
+    for text, value in stored.get("choices", {}).items():
+        try:
+            key = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            continue
+        if len(key) == 7 and isinstance(value, bool):
+            choices[key[:3] + tuple(bool(v) for v in key[3:6]) + key[6:]] = value
+    return choices
+
+
+def _merge_stored_choices() -> Path | None:
+    """Read this machine's stored choices into `_choices` once per file; returns the file (None: not persisted).
+    A choice this process already made is kept: it is the one its results were computed with."""
+    path = choices_path()
+    if path is not None and path not in _merged_from:
+        _merged_from.add(path)
+        for key, value in _read_choices(path).items():
+            _choices.setdefault(key, value)
+    return path
+
+
+def _store_choice(path: Path, key: tuple, value: bool) -> None:
+    """Add one choice to the file (read, merge, write to a temporary file, rename: concurrent processes never see
+    half a file; a choice another process stored first wins, so every process agrees from then on)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stored = _read_choices(path)
+        if key in stored:
+            _choices[key] = stored[key]
+            return
+        stored[key] = value
+        record = {"format": CHOICES_FORMAT, "fingerprint": machine_fingerprint(),
+                  "key": "rows,in_features,out_features,bias,grad_input,grad_weight,threads -> oneDNN chosen",
+                  "choices": {_key_text(k): v for k, v in sorted(stored.items())}}
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record, indent=1))
+        os.replace(temporary, path)
+    except OSError as error:
+        warnings.warn(f"could not store the CPU kernel choice in {path} ({error}); it holds for this process only "
+                      "(set HF_VISION_KERNEL_CHOICES to a writable file, or to 'off')", stacklevel=3)
+
+
+def forget_choices() -> None:
+    """Drop the choices of this process and of this machine's file, so the next call of each problem re-times."""
+    path = choices_path()
+    _choices.clear()
+    _merged_from.clear()
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 def _time_kernels(rows: int, features: int, out_features: int, *, bias: bool, grad_input: bool,
@@ -179,7 +285,7 @@ def prefers_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 def _prefers_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, images: int | None) -> bool:
     """Whether `Linear` should compute this call with oneDNN: it applies (see `onednn_applies`, `_images`) and, with
     `MEASURE`, it was measured clearly faster than F.linear for this problem on this machine (timed on the first
-    call of each problem, once per process; later calls read the cache)."""
+    call of each problem on this machine; later calls, and later processes, read the stored choice)."""
     if images is None:
         return False
     if not MEASURE:
@@ -192,16 +298,22 @@ def _prefers_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     key = (rows, features, weight.shape[0], bias is not None, grad_input, grad_weight, torch.get_num_threads())
     choice = _choices.get(key)
     if choice is None:
-        with torch.enable_grad() if (grad_input or grad_weight) else torch.no_grad():
-            plain, onednn = _time_kernels(rows, features, weight.shape[0], bias=bias is not None,
-                                          grad_input=grad_input, grad_weight=grad_weight)
-        choice = _choices[key] = onednn < (1.0 - MARGIN) * plain
+        path = _merge_stored_choices()
+        choice = _choices.get(key)
+        if choice is None:
+            with torch.enable_grad() if (grad_input or grad_weight) else torch.no_grad():
+                plain, onednn = _time_kernels(rows, features, weight.shape[0], bias=bias is not None,
+                                              grad_input=grad_input, grad_weight=grad_weight)
+            choice = _choices[key] = onednn < (1.0 - MARGIN) * plain
+            if path is not None:
+                _store_choice(path, key, choice)
+                choice = _choices[key]
     return choice
 
 
 def measured_choices() -> dict[tuple, bool]:
-    """A copy of the per-problem decisions so far: (rows, in, out, bias, grad_input, grad_weight, threads) ->
-    oneDNN chosen. For reports and tests."""
+    """A copy of this process's per-problem decisions so far (timed here or read from the machine's file):
+    (rows, in, out, bias, grad_input, grad_weight, threads) -> oneDNN chosen. For reports and tests."""
     return dict(_choices)
 
 
