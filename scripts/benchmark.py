@@ -6,6 +6,7 @@
     python scripts/benchmark.py --preset all --mode inference --autocast            # fp32 weights, bf16 autocast
     python scripts/benchmark.py --preset mae-vit-base-patch16 --mode train --variants plain
     python scripts/benchmark.py --preset vit-base-patch16-224 --config hidden_size=64,num_attention_heads=4
+    python scripts/benchmark.py --preset all --against 15de5a3   # also our models as that commit defined them
     python scripts/benchmark.py --device cuda --dtype bf16 --preset all --compile both   # see benchmark_gpu.sh
     python scripts/benchmark.py --data        # data pipeline: decode + augment img/s per core vs run_mae.py
 
@@ -19,7 +20,7 @@ import json
 import sys
 
 from hf_vision.benchmark import (DTYPES, REFERENCES, SUITES, VARIANTS, DeviceUnavailable, Settings, format_markdown,
-                                 format_table, parse_overrides, resolve_presets, run_many)
+                                 format_table, parse_overrides, resolve_presets, resolve_revision, run_many)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory step")
     p.add_argument("--no_flops", action="store_true", help="skip counting FLOPs and measuring the GEMM peak")
     p.add_argument("--peak_size", type=int, default=None, help="n of the n x n GEMM peak (2048 CPU, 8192 CUDA)")
+    p.add_argument("--against", action="append", default=[], metavar="REVISION",
+                   help="also time our models as this git revision of the repository defined them (row "
+                   "'ours@<sha>', with our weights), e.g. the commit a speed target was set at; repeatable")
     p.add_argument("--json", default=None, help="write every run's full report ({'runs': [...]}) to this file")
     p.add_argument("--markdown", default=None, help="write one Markdown table over all runs to this file")
     p.add_argument("--data", action="store_true",
@@ -97,7 +101,13 @@ def main(argv: list[str] | None = None) -> None:
         references=references, config_overrides=parse_overrides(args.config), memory=not args.no_memory,
         variants=None if args.variants is None else tuple(v for v in args.variants.split(",") if v),
         compile_backend=args.compile_backend, flops=not args.no_flops, peak_size=args.peak_size,
+        against=tuple(args.against),
     )
+    for revision in args.against:
+        try:
+            resolve_revision(revision)
+        except ValueError as error:
+            sys.exit(f"--against: {error}")
     compile_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
 
     def write(reports: list[dict]) -> None:

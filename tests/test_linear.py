@@ -241,8 +241,9 @@ def test_a_choice_stored_first_by_another_process_wins(monkeypatch, threads, tmp
     assert linear_module.measured_choices() == {(784, 96, 288, True, False, False, 2): True}
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": 999, "choices": {"784,96,288,1,0,0,2": true}}',
-                                     '{"format": 1, "choices": {"a,b": true, "1,2,3": false, "784,96,288,1,0,0,2": 1}}'])
+@pytest.mark.parametrize("content", [
+    "{not json", '{"format": 999, "choices": {"784,96,288,1,0,0,2": true}}',
+    '{"format": 1, "choices": {"a,b": true, "1,2,3": false, "784,96,288,1,0,0,2": 1}}'])
 def test_a_damaged_or_foreign_choice_file_is_ignored_and_rewritten(content, monkeypatch, threads, tmp_path):
     threads(2)
     path = tmp_path / "choices.json"

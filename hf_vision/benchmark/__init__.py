@@ -24,9 +24,16 @@ machine slows them alike; the table reports medians with the min-max spread, and
 the medians for each variant (> 1 means we are faster). Beside wall-clock img/s it reports images per second
 of the process's CPU time (img/cpu-s), which other programs sharing the cores disturb much less.
 
+Each ratio ours/<reference> comes with its ceiling: the ratio our model would reach were every one of its
+FLOPs computed at the measured GEMM peak. A target above the ceiling cannot be met on that machine in that
+precision. `Settings.against` (`--against REV`) adds our models as an earlier git revision of the repository
+defined them ("ours@<sha>", same config and weights: `revisions`), so "at least that day's figures" is measured
+on the machine at hand, in the same process.
+
 The package: `suites` (contenders and step kinds), `settings` (what a run is asked), `measure` (memory, FLOPs,
-GEMM peak, timed steps), `run` (one run and a series), `report` (table and Markdown), `pipeline` (the data
-pipeline's decode + augment throughput, `scripts/benchmark.py --data`).
+GEMM peak, timed steps), `run` (one run and a series), `report` (table and Markdown), `revisions` (earlier
+revisions of our models), `pipeline` (the data pipeline's decode + augment throughput, `scripts/benchmark.py
+--data`).
 
 Adding a suite takes one function in `suites.py`:
 
@@ -52,6 +59,7 @@ from __future__ import annotations
 from ..overrides import parse_overrides
 from .measure import count_flops, gemm_peak, peak_memory
 from .report import format_markdown, format_table
+from .revisions import REVISION_PREFIX, resolve_revision, revision_model
 from .run import run_benchmark, run_many
 from .settings import (DTYPES, MODES, OPT_SUFFIX, REFERENCES, STEP_TIME_TARGETS, SUITE_ORDER, VARIANTS,
                        DeviceUnavailable, Settings, check_device, compute_dtype, resolve_presets, resolve_variants,
@@ -59,8 +67,9 @@ from .settings import (DTYPES, MODES, OPT_SUFFIX, REFERENCES, STEP_TIME_TARGETS,
 from .suites import STEP_KINDS, SUITES, Contender, StepKind, Unavailable, register_suite
 
 __all__ = [
-    "DTYPES", "MODES", "OPT_SUFFIX", "REFERENCES", "STEP_KINDS", "STEP_TIME_TARGETS", "SUITES", "SUITE_ORDER",
-    "VARIANTS", "Contender", "DeviceUnavailable", "Settings", "StepKind", "Unavailable", "check_device",
-    "compute_dtype", "count_flops", "format_markdown", "format_table", "gemm_peak", "parse_overrides", "peak_memory",
-    "register_suite", "resolve_presets", "resolve_variants", "run_benchmark", "run_many", "with_variants",
+    "DTYPES", "MODES", "OPT_SUFFIX", "REFERENCES", "REVISION_PREFIX", "STEP_KINDS", "STEP_TIME_TARGETS", "SUITES",
+    "SUITE_ORDER", "VARIANTS", "Contender", "DeviceUnavailable", "Settings", "StepKind", "Unavailable",
+    "check_device", "compute_dtype", "count_flops", "format_markdown", "format_table", "gemm_peak", "parse_overrides",
+    "peak_memory", "register_suite", "resolve_presets", "resolve_revision", "resolve_variants", "revision_model",
+    "run_benchmark", "run_many", "with_variants",
 ]

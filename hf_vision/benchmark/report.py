@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .revisions import REVISION_PREFIX
 from .settings import MODES, REFERENCES
 
 
@@ -41,7 +42,10 @@ def format_table(report: dict[str, Any]) -> str:
     for key, per_mode in report["ratios"].items():
         parts = [f"{mode} {_num(r)}" for mode, r in per_mode.items()]
         cpu = [_num(r) for r in report["cpu_ratios"][key].values()]
-        lines.append(f"{key}: " + ", ".join(parts) + "  (per CPU-second: " + ", ".join(cpu) + ")")
+        ceiling = report.get("ceilings", {}).get(key)
+        limit = ("; at most " + ", ".join(_num(c, ".2f") for c in ceiling.values()) + " at the GEMM peak"
+                 if ceiling else "")
+        lines.append(f"{key}: " + ", ".join(parts) + "  (per CPU-second: " + ", ".join(cpu) + limit + ")")
     for key, per_mode in report["step_time_ratios"].items():
         bounds = report["step_time_targets"].get(key, {})
         parts = []
@@ -57,7 +61,10 @@ def format_table(report: dict[str, Any]) -> str:
 def format_markdown(reports: list[dict[str, Any]]) -> str:
     """One Markdown table over several runs (suites, compiled or not): img/s medians, GFLOPs per image, MFU, and
     for our rows the ratios to each reference; below it the GEMM peaks and step-time ratios."""
+    revisions = sorted({k.split("/", 1)[1] for rep in reports for k in rep["ratios"]
+                        if k.split("/", 1)[1].startswith(REVISION_PREFIX)})
     references = [r for r in REFERENCES if any(k.endswith("/" + r) for rep in reports for k in rep["ratios"])]
+    references += revisions
     header = ["suite", "precision", "compiled", "contender", "inference img/s", "train img/s",
               "GFLOP/img inf / train", "MFU inf / train"] + [f"ours/{r} inf / train" for r in references]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -87,6 +94,10 @@ def format_markdown(reports: list[dict[str, Any]]) -> str:
             p = rep["peak"]
             notes.append(f"- {tag}: GEMM peak {p['gflops']:.1f} GFLOP/s ({p['kernel']}, {p['size']}^3 {p['dtype']}, "
                          f"{p['threads']} threads)")
+        for key, per_mode in rep.get("ceilings", {}).items():
+            if any(c is not None for c in per_mode.values()):
+                limits = ", ".join(f"{m} {_num(c, '.2f')}" for m, c in per_mode.items())
+                notes.append(f"- {tag}: {key} at most {limits} (every FLOP of ours at the GEMM peak)")
         for key, per_mode in rep["step_time_ratios"].items():
             bounds = rep["step_time_targets"].get(key, {})
             text = ", ".join(f"{m} {_num(r)}" + (f" (target <= {bounds[m]})" if m in bounds else "")

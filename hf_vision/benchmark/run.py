@@ -13,6 +13,7 @@ from ..optimize import onednn_linear
 from .measure import _make_batch, _release_heap, _Runner, _summary, _sync, count_flops, gemm_peak, peak_memory
 from .settings import (DTYPES, STEP_TIME_TARGETS, Settings, _is_ours, _optimizer_for_cpu, _plain_name, _validate,
                        _variant_of, check_device, compute_dtype, resolve_variants, with_variants)
+from .revisions import add_revisions
 from .suites import SUITES, Contender, Unavailable
 
 
@@ -51,6 +52,7 @@ def _run_benchmark(settings: Settings, *, progress: Callable[[str], None] | None
     report = {"settings": _settings_record(settings, variants, device), "peak": peak, "results": results,
               "unavailable": unavailable}
     report.update(_ratios(settings, results, unavailable))
+    report["ceilings"] = _ceilings(settings, results, peak, report["ratios"])
     return report
 
 
@@ -62,6 +64,8 @@ def _build(settings: Settings, variants: tuple[str, ...], device: torch.device):
     built = SUITES[settings.preset](dict(settings.config_overrides), set(settings.references))
     if next(iter(built), None) != "ours":
         raise ValueError(f"suite {settings.preset!r} must list 'ours' first")
+    if settings.against:
+        add_revisions(built, tuple(settings.against))
     built = with_variants(built, variants)
     contenders = {name: c for name, c in built.items() if isinstance(c, Contender)}
     unavailable = {name: c.reason for name, c in built.items() if isinstance(c, Unavailable)}
@@ -178,6 +182,25 @@ def _ratios(settings: Settings, results: dict[str, Any], unavailable: dict[str, 
             if bounds:
                 targets[key] = bounds
     return {"ratios": ratios, "cpu_ratios": cpu_ratios, "step_time_ratios": step_time, "step_time_targets": targets}
+
+
+def _ceilings(settings: Settings, results: dict[str, Any], peak: dict[str, Any] | None,
+              ratios: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """For each ratio ours/<reference>: the largest it could be on this machine, were every FLOP of ours computed
+    at the measured GEMM peak (our FLOPs per image over the peak, against the reference's measured time). A target
+    above it cannot be met here in that precision, whatever the kernels."""
+    ceilings: dict[str, dict[str, float | None]] = {}
+    if peak is None:
+        return ceilings
+    for key in ratios:
+        main, ref = key.split("/", 1)
+        per_mode = {}
+        for mode in settings.modes:
+            gflops = results.get(main, {}).get("gflops_per_img", {}).get(mode)
+            ref_img_s = results.get(ref, {}).get(mode, {}).get("img_s", {}).get("median")
+            per_mode[mode] = (peak["gflops"] / gflops / ref_img_s) if gflops and ref_img_s else None
+        ceilings[key] = per_mode
+    return ceilings
 
 
 def run_many(base: Settings, presets: list[str], *, compile_modes: tuple[bool, ...] = (False,),

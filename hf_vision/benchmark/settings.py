@@ -43,6 +43,9 @@ class Settings:
     compile_backend: str = "inductor"
     flops: bool = True  # count FLOPs per image and report the fraction of the measured GEMM peak
     peak_size: int | None = None  # n of the (n, n) @ (n, n) peak GEMM; None: 2048 on CPU, 8192 on CUDA
+    # git revisions of this repository whose models join as references "ours@<sha>" (see `revisions`), e.g. the
+    # commit a speed target was set at, to check "at least that day's figures" on the machine at hand
+    against: tuple[str, ...] = ()
 
 
 def resolve_variants(settings: Settings) -> tuple[str, ...]:
@@ -132,6 +135,8 @@ def _validate(settings: Settings) -> None:
         raise ValueError(f"mode(s) {sorted(unknown)} not among {', '.join(MODES)}")
     if settings.repeats < 1 or settings.warmup < 0 or settings.batch_size < 1:
         raise ValueError("repeats and batch_size must be >= 1 and warmup >= 0")
+    if any(not isinstance(r, str) or not r.strip() for r in settings.against):
+        raise ValueError(f"against={settings.against!r}: give git revisions (sha, tag, branch) as non-empty strings")
     if settings.compile and settings.warmup < 1:
         raise ValueError("compile needs warmup >= 1: the first call of each mode compiles")
 
