@@ -275,6 +275,25 @@ def test_parse_overrides_takes_python_and_json_literals():
 
 
 # ---------------------------------------------------------------------------------- ceilings and revisions
+def test_paired_ratios_are_taken_within_each_repeat():
+    """Beside the ratio of medians: the ratio within each repeat (same round), summarised over repeats, for the
+    references and for the step-time ratio of two of ours."""
+    report = benchmark.run_benchmark(_tiny(repeats=3, references=("timm",), variants=("plain",), flops=False))
+    results = report["results"]
+    for mode in benchmark.MODES:
+        paired = report["paired_ratios"]["ours/timm"][mode]
+        rounds = [x / y for x, y in zip(results["ours"][mode]["img_s"]["all"], results["timm"][mode]["img_s"]["all"])]
+        assert paired["all"] == pytest.approx(rounds) and len(rounds) == 3
+        assert paired["min"] <= paired["median"] <= paired["max"]
+    assert "within each repeat: inference" in benchmark.format_table(report)
+    assert "ours/timm within each repeat" in benchmark.format_markdown([report])
+    mae = benchmark.run_benchmark(_tiny(preset="mae-vit-base-patch16", repeats=2, references=(), variants=("plain",),
+                                        flops=False, modes=("train",)))
+    rounds = [y / x for x, y in zip(mae["results"]["ours"]["train"]["img_s"]["all"],
+                                    mae["results"]["ours ViT"]["train"]["img_s"]["all"])]
+    assert mae["paired_step_time_ratios"]["ours/ours ViT"]["train"]["all"] == pytest.approx(rounds)
+
+
 def test_ceiling_is_the_ratio_at_the_gemm_peak():
     """ours/<reference> at most: our FLOPs at the measured peak against the reference's measured time."""
     report = benchmark.run_benchmark(_tiny(variants=("plain",)))

@@ -167,21 +167,33 @@ def _ratios(settings: Settings, results: dict[str, Any], unavailable: dict[str, 
         x, y = results[a][mode][key]["median"], results[b][mode][key]["median"]
         return y / x if invert else x / y
 
-    ratios, cpu_ratios, step_time, targets = {}, {}, {}, {}
+    def paired(a: str, b: str, mode: str, *, invert: bool = False) -> dict[str, Any] | None:
+        """The ratio within each repeat (both ran in the same round, so a slow spell of the machine that hits a
+        round hits both): median and spread over repeats. Narrower than the medians' ratio on a noisy machine."""
+        if a not in results or b not in results:
+            return None
+        per_round = [(y / x if invert else x / y) for x, y in zip(results[a][mode]["img_s"]["all"],
+                                                                  results[b][mode]["img_s"]["all"])]
+        return _summary(per_round)
+
+    ratios, cpu_ratios, paired_ratios, step_time, paired_step_time, targets = {}, {}, {}, {}, {}, {}
     for main in mains:
         for ref in references:
             ratios[f"{main}/{ref}"] = {m: ratio(main, ref, m, "img_s") for m in settings.modes}
             cpu_ratios[f"{main}/{ref}"] = {m: ratio(main, ref, m, "img_per_cpu_s") for m in settings.modes}
+            paired_ratios[f"{main}/{ref}"] = {m: paired(main, ref, m) for m in settings.modes}
         for other in companions:
             if _variant_of(other) != _variant_of(main):
                 continue
             key = f"{main}/{other}"
             step_time[key] = {m: ratio(main, other, m, "img_s", invert=True) for m in settings.modes}
+            paired_step_time[key] = {m: paired(main, other, m, invert=True) for m in settings.modes}
             bounds = {m: STEP_TIME_TARGETS[(settings.preset, _plain_name(other), m)] for m in settings.modes
                       if (settings.preset, _plain_name(other), m) in STEP_TIME_TARGETS}
             if bounds:
                 targets[key] = bounds
-    return {"ratios": ratios, "cpu_ratios": cpu_ratios, "step_time_ratios": step_time, "step_time_targets": targets}
+    return {"ratios": ratios, "cpu_ratios": cpu_ratios, "paired_ratios": paired_ratios, "step_time_ratios": step_time,
+            "paired_step_time_ratios": paired_step_time, "step_time_targets": targets}
 
 
 def _ceilings(settings: Settings, results: dict[str, Any], peak: dict[str, Any] | None,
