@@ -74,7 +74,8 @@ def revision_modeling(revision: str) -> ModuleType:
     name = f"hf_vision_rev_{sha[:12]}"
     unpacked = _folder / "unpacked" / name
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(unpacked, filter="data")
+        # the "data" filter (refuses links and paths out of the folder) exists from Python 3.10.12 / 3.11.4 on
+        tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     (unpacked / "modeling").rename(_folder / name)
     _packages[sha] = importlib.import_module(name)
     return _packages[sha]
