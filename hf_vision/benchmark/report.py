@@ -46,7 +46,9 @@ def format_table(report: dict[str, Any]) -> str:
         limit = ("; at most " + ", ".join(_num(c, ".2f") for c in ceiling.values()) + " at the GEMM peak"
                  if ceiling else "")
         lines.append(f"{key}: " + ", ".join(parts) + "  (per CPU-second: " + ", ".join(cpu) + limit + ")")
-        lines.append(_paired_line(report.get("paired_ratios", {}).get(key)))
+        paired = _paired_text(report.get("paired_ratios", {}).get(key))
+        if paired:
+            lines.append("    " + paired)
     for key, per_mode in report["step_time_ratios"].items():
         bounds = report["step_time_targets"].get(key, {})
         parts = []
@@ -56,16 +58,16 @@ def format_table(report: dict[str, Any]) -> str:
                 note = f" (target <= {bounds[mode]}: {'met' if r <= bounds[mode] else 'MISSED'})"
             parts.append(f"{mode} {_num(r)}{note}")
         lines.append(f"step time {key}: " + ", ".join(parts))
-        lines.append(_paired_line(report.get("paired_step_time_ratios", {}).get(key)))
-    return "\n".join(line for line in lines if line)
+        paired = _paired_text(report.get("paired_step_time_ratios", {}).get(key))
+        if paired:
+            lines.append("    " + paired)
+    return "\n".join(lines)
 
 
-def _paired_line(per_mode: dict[str, Any] | None) -> str:
+def _paired_text(per_mode: dict[str, Any] | None) -> str:
     """The same ratio taken within each repeat: median [min-max] over repeats (a spread across 1 is a tie)."""
-    if not per_mode or all(v is None for v in per_mode.values()):
-        return ""
-    parts = [f"{mode} {v['median']:.3f} [{v['min']:.2f}-{v['max']:.2f}]" for mode, v in per_mode.items() if v]
-    return "    within each repeat: " + ", ".join(parts)
+    parts = [f"{mode} {v['median']:.3f} [{v['min']:.2f}-{v['max']:.2f}]" for mode, v in (per_mode or {}).items() if v]
+    return "within each repeat: " + ", ".join(parts) if parts else ""
 
 
 def format_markdown(reports: list[dict[str, Any]]) -> str:
@@ -105,9 +107,9 @@ def format_markdown(reports: list[dict[str, Any]]) -> str:
             notes.append(f"- {tag}: GEMM peak {p['gflops']:.1f} GFLOP/s ({p['kernel']}, {p['size']}^3 {p['dtype']}, "
                          f"{p['threads']} threads)")
         for key, per_mode in rep.get("paired_ratios", {}).items():
-            line = _paired_line(per_mode)
-            if line:
-                notes.append(f"- {tag}: {key}{line.replace('    within', ' within', 1)}")
+            paired = _paired_text(per_mode)
+            if paired:
+                notes.append(f"- {tag}: {key} {paired}")
         for key, per_mode in rep.get("ceilings", {}).items():
             if any(c is not None for c in per_mode.values()):
                 limits = ", ".join(f"{m} {_num(c, '.2f')}" for m, c in per_mode.items())

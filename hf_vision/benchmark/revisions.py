@@ -122,7 +122,7 @@ def add_revisions(contenders: dict[str, Contender | Unavailable], revisions: tup
             continue
         try:
             with torch.random.fork_rng():  # the revision's init must not shift the seed of what is built after it
-                model = revision_model(ours.model, revision)
+                model = revision_model(ours.model, sha)
         except (ValueError, TypeError, RuntimeError, ImportError, AttributeError) as error:
             contenders[name] = Unavailable(f"revision {sha[:7]} cannot build this model: {error}"[:300])
             continue

@@ -250,8 +250,7 @@ def build_run(args: PretrainArguments) -> Run:
                          collate=Collate(spec.mean, spec.std), shuffle_buffer=args.shuffle_buffer, seed=args.seed,
                          rank=rank, world_size=world, infinite=True, with_labels=False)
     loader = StreamLoader(stream, num_workers=args.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda")
-    optimizer = adamw(no_decay_param_groups(model, args.weight_decay), lr=schedule.learning_rate,
-                                  betas=(0.9, 0.95))
+    optimizer = adamw(no_decay_param_groups(model, args.weight_decay), lr=schedule.learning_rate, betas=(0.9, 0.95))
     scheduler = cosine_with_warmup(optimizer, schedule.warmup_steps, schedule.max_steps)
     # The scheduler is stepped by us once per optimizer step (a prepared one steps once per process).
     prepared, optimizer = accelerator.prepare(model, optimizer)
