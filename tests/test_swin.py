@@ -238,6 +238,8 @@ def test_attentions_are_per_block_and_window_shaped():
     "overrides, field",
     [
         (dict(num_heads=(1, 2)), "num_heads"),
+        (dict(num_heads=2), "num_heads=2 must have one entry per stage"),  # an int where a list is expected
+        (dict(depths=2), "depths=2 must be a non-empty list"),
         (dict(num_heads=(1, 3, 4)), "num_heads[1]"),
         (dict(window_size=0), "window_size"),
         (dict(depths=()), "depths"),
@@ -253,6 +255,13 @@ def test_attentions_are_per_block_and_window_shaped():
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
         tiny_swin(**overrides)
+
+
+def test_an_int_for_the_per_stage_heads_through_its_alias_names_the_field():
+    """`num_attention_heads` (transformers' name, an alias of num_heads) set to an int, as a ViT-minded override
+    would: the error names the field instead of a TypeError from len()."""
+    with pytest.raises(ValueError, match="num_heads=2 must have one entry per stage"):
+        hf_vision.get_config("swin-tiny-patch4-window7-224", num_attention_heads=2)
 
 
 @pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith("swin-")])

@@ -60,8 +60,9 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         self.patch_size = patch_size
         self.num_channels = num_channels
         self.embed_dim = embed_dim
-        self.depths = list(depths)
-        self.num_heads = list(num_heads)
+        # a single int is kept as given, so validation names the field instead of failing in list()
+        self.depths = list(depths) if isinstance(depths, (list, tuple)) else depths
+        self.num_heads = list(num_heads) if isinstance(num_heads, (list, tuple)) else num_heads
         self.window_size = window_size
         self.mlp_ratio = mlp_ratio
         self.qkv_bias = qkv_bias
@@ -77,10 +78,10 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
         self.patch_norm = patch_norm
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
-        self.num_layers = len(self.depths)
         check_saved_labels(kwargs)  # transformers would replace a disagreeing id2label with LABEL_i names
         super().__init__(**kwargs)
         self.validate_swin()
+        self.num_layers = len(self.depths)
         # channels after the last stage: what heads (and VisionEncoderDecoder) read as hidden_size
         self.hidden_size = embed_dim * 2 ** (len(self.depths) - 1)
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
@@ -106,9 +107,10 @@ class SwinConfig(BackboneConfigMixin, PretrainedConfig):
                 raise ValueError(f"{field}={getattr(self, field)!r} must be an int")
         height, width = pair(self.image_size)
         check_positive(image_size=min(height, width))
-        if not self.depths or any(not isinstance(d, int) or d <= 0 for d in self.depths):
+        if (not isinstance(self.depths, (list, tuple)) or not self.depths
+                or any(not isinstance(d, int) or d <= 0 for d in self.depths)):
             raise ValueError(f"depths={self.depths!r} must be a non-empty list of positive ints (blocks per stage)")
-        if len(self.num_heads) != len(self.depths):
+        if not isinstance(self.num_heads, (list, tuple)) or len(self.num_heads) != len(self.depths):
             raise ValueError(
                 f"num_heads={self.num_heads!r} must have one entry per stage (len(depths)={len(self.depths)})"
             )
